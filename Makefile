@@ -1,0 +1,28 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+VENV ?= .venv
+PYTHON ?= python3
+# torch/torchvision are lower-bounded in pyproject.toml; this pin only chooses the build
+# that this project's machines have on disk. Elsewhere: make demo TORCH_SPEC="torch torchvision"
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.synthscene-installed
+
+.PHONY: demo test lint clean-demo
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet $(TORCH_SPEC)
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/synthscene generate --prompts-file examples/shapes-prompts.txt --images-per-prompt 4 \
+		--out runs/demo --overwrite
+	$(BIN)/python -m synthscene.report.grid runs/demo runs/demo/grid.png
+	@echo "demo output: runs/demo (images, metadata.jsonl, run.json, grid.png)"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check synthscene tests benchmarks

@@ -1,0 +1,1 @@
+"""Diffusers model construction and loading (hub id, local folder, the embedded model)."""

@@ -1,0 +1,91 @@
+"""Load a Stable Diffusion pipeline: the embedded shapes model, a local folder or a hub id.
+
+All three go through ``StableDiffusionPipeline.from_pretrained``; only where the files
+come from differs. Weights load from safetensors only (``use_safetensors=True``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from diffusers import DiffusionPipeline, StableDiffusionPipeline
+
+EMBEDDED_MODEL_NAME = "embedded"
+EMBEDDED_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "shapes_model"
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """No pipeline could be loaded; the message lists what was tried."""
+
+
+def resolve_model(model: str) -> tuple[str, bool]:
+    """(path or hub id, is_local) for a ``--model`` value."""
+    if model == EMBEDDED_MODEL_NAME:
+        return str(EMBEDDED_MODEL_DIR), True
+    path = Path(model).expanduser()
+    if path.exists():
+        return str(path), True
+    return model, False
+
+
+def load_pipeline(model: str = EMBEDDED_MODEL_NAME, dtype: torch.dtype = torch.float32,
+                  device: str | torch.device = "cpu") -> DiffusionPipeline:
+    """Load a text-to-image pipeline.
+
+    Args:
+        model: "embedded", a folder written by ``save_pretrained`` (model_index.json),
+            or a hub id such as "stable-diffusion-v1-5/stable-diffusion-v1-5".
+    Raises:
+        ModelNotFoundError: saying which folder and hub id were tried and why each failed.
+    """
+    source, is_local = resolve_model(model)
+    if is_local:
+        if not (Path(source) / "model_index.json").is_file():
+            raise ModelNotFoundError(
+                f"model {model!r}: tried local folder {source}, which has no model_index.json "
+                "(expected a folder written by save_pretrained)"
+            )
+        pipeline_class = StableDiffusionPipeline if _is_sd(Path(source)) else DiffusionPipeline
+        pipe = pipeline_class.from_pretrained(source, local_files_only=True, use_safetensors=True)
+    else:
+        looks_like_hub_id = model.count("/") == 1 and not model.startswith((".", "/", "~"))
+        if not looks_like_hub_id:
+            raise ModelNotFoundError(
+                f"model {model!r}: tried local folder {Path(model).resolve()} (does not exist); "
+                "it is not a hub id of the form owner/name either"
+            )
+        try:
+            pipe = DiffusionPipeline.from_pretrained(model, use_safetensors=True)
+        except Exception as err:  # diffusers raises OSError, HfHubHTTPError, ValueError...
+            raise ModelNotFoundError(
+                f"model {model!r}: no local folder of that name ({Path(model).resolve()}), "
+                f"and loading it as a hub id failed: {err}"
+            ) from err
+    pipe.set_progress_bar_config(disable=True)
+    pipe.to(device)
+    if dtype != pipe.unet.dtype:  # cast after loading: the keyword moved (torch_dtype -> dtype) across versions
+        pipe.to(dtype=dtype)
+    return pipe
+
+
+def _is_sd(folder: Path) -> bool:
+    index = json.loads((folder / "model_index.json").read_text())
+    return index.get("_class_name") == "StableDiffusionPipeline"
+
+
+def model_fingerprint(pipe) -> dict:
+    """What identifies the model a dataset was made with: name or path, class, and a
+    hash of the UNet weights (cheap: a sum of a few parameter checksums)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, param in sorted(pipe.unet.state_dict().items())[:16]:
+        digest.update(name.encode())
+        digest.update(param.detach().float().cpu().numpy().tobytes()[:4096])
+    return {
+        "name_or_path": str(pipe.config._name_or_path),
+        "class": type(pipe).__name__,
+        "unet_sha256_prefix": digest.hexdigest()[:16],
+    }

@@ -1,0 +1,1 @@
+"""Reports of a run: image grids (and, later, the HTML gallery)."""

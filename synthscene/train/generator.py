@@ -1,0 +1,259 @@
+"""Train or fine-tune a Stable Diffusion-compatible pipeline on image-caption pairs.
+
+From scratch (``architecture="shapes"``): (1) train the VAE as an autoencoder, set its
+latent scaling factor to 1 / std of the latents, as Stable Diffusion does; (2) train the
+UNet and the text encoder together on the frozen VAE's latents.
+Fine-tuning (``init=<hub id or folder>``): VAE and text encoder frozen, UNet trained
+(InstaGen's first step on real SD).
+
+Each step draws its batch, noise, timesteps and caption dropout from a generator seeded
+by (seed, step), so a resumed run continues exactly as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import StableDiffusionPipeline
+from diffusers.training_utils import EMAModel
+from tqdm import tqdm
+
+from synthscene.io import write_json
+from synthscene.models.configs import ARCHITECTURES, build_components, sampling_scheduler, training_scheduler
+from synthscene.models.load import load_pipeline
+from synthscene.provenance import run_record
+from synthscene.train.image_captions import ImageCaptionDataset, check_image_captions, read_image_captions
+
+CHECKPOINT_PREFIX = "step-"
+
+
+@dataclass(frozen=True)
+class GeneratorTrainingConfig:
+    data: str
+    out: str
+    architecture: str | None = "shapes"  # from scratch; ignored when ``init`` is given
+    init: str | None = None  # hub id or folder of a pipeline to fine-tune
+    image_root: str | None = None
+    steps: int = 1000
+    vae_steps: int = 400
+    batch_size: int = 32
+    learning_rate: float = 3e-4
+    vae_learning_rate: float = 1e-3
+    warmup_steps: int = 100
+    caption_dropout: float = 0.1
+    ema: bool = True
+    ema_decay: float = 0.9995
+    checkpoint_every: int = 500
+    max_minutes: float | None = None  # stop early (and save) after this much wall time
+    seed: int = 0
+    progress: bool = True
+
+    def check(self) -> None:
+        for name in ("steps", "batch_size", "checkpoint_every"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.vae_steps < 0:
+            raise ValueError(f"vae_steps must be >= 0, got {self.vae_steps}")
+        if not 0.0 <= self.caption_dropout < 1.0:
+            raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
+        if self.init is None and self.architecture not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {self.architecture!r}; known: {sorted(ARCHITECTURES)}")
+
+
+def train_generator(config: GeneratorTrainingConfig, resume: bool = False) -> Path:
+    """Train; returns the folder of the saved pipeline (``out/model``)."""
+    # 1. check the inputs before writing anything
+    config.check()
+    out = Path(config.out)
+    if (out / "model").exists() and not resume:
+        raise FileExistsError(f"{out / 'model'} already exists; use another --out or --resume")
+    checkpoint = latest_checkpoint(out) if resume else None
+    pairs = read_image_captions(config.data, config.image_root)
+
+    # 2. components: from a checkpoint, a pretrained pipeline, or fresh
+    torch.manual_seed(config.seed)
+    if checkpoint is not None:
+        components = _load_components(checkpoint)
+    elif config.init is not None:
+        pipe = load_pipeline(config.init)
+        components = {k: getattr(pipe, k) for k in ("vae", "unet", "text_encoder", "tokenizer")}
+        components["scheduler"] = training_scheduler()
+    else:
+        components = build_components(ARCHITECTURES[config.architecture])
+    tokenizer = components["tokenizer"]
+    check_image_captions(pairs, tokenizer, progress=config.progress)
+    resolution = components["vae"].config.sample_size
+    dataset = ImageCaptionDataset(pairs, resolution)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "training_config.json", run_record({**asdict(config), "resolution": resolution,
+                                                         "num_images": len(pairs)}), indent=2)
+    from_scratch = config.init is None and (checkpoint is None or not _checkpoint_state(checkpoint)["finetune"])
+
+    # 3. the VAE stage (from scratch only)
+    state = _checkpoint_state(checkpoint) if checkpoint else {"step": 0, "vae_done": False}
+    if from_scratch and not state["vae_done"]:
+        _train_vae(components["vae"], dataset, config)
+        state["vae_done"] = True
+
+    # 4. the denoiser stage
+    unet, text_encoder, vae = components["unet"], components["text_encoder"], components["vae"]
+    vae.requires_grad_(False).eval()
+    text_encoder.requires_grad_(from_scratch)
+    trained = list(unet.parameters()) + (list(text_encoder.parameters()) if from_scratch else [])
+    optimizer = torch.optim.AdamW(trained, lr=config.learning_rate, weight_decay=1e-2)
+    ema = EMAModel(trained, decay=config.ema_decay, use_ema_warmup=True) if config.ema else None
+    if checkpoint is not None and state["step"] > 0:
+        saved = torch.load(checkpoint / "trainer_state.pt", weights_only=True)
+        optimizer.load_state_dict(saved["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(saved["ema"])
+    noise_scheduler = training_scheduler()
+    empty_ids = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length,
+                          return_tensors="pt").input_ids
+    started = time.monotonic()
+    log_path = out / "loss.jsonl"
+    _truncate_log(log_path, state["step"])  # a resumed run re-does the steps after its checkpoint
+    bar = tqdm(range(state["step"], config.steps), initial=state["step"], total=config.steps,
+               desc="train generator", disable=not config.progress)
+    unet.train()
+    text_encoder.train(from_scratch)
+    step = state["step"]
+    for step in bar:
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+        images, captions = _batch(dataset, config.batch_size, generator)
+        ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
+                        truncation=True, return_tensors="pt").input_ids
+        drop = torch.rand(len(ids), generator=generator) < config.caption_dropout  # for CFG
+        ids[drop] = empty_ids
+        with torch.no_grad():
+            latents = vae.encode(images).latent_dist.sample(generator) * vae.config.scaling_factor
+        noise = torch.randn(latents.shape, generator=generator)
+        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(latents),), generator=generator)
+        noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+        with torch.set_grad_enabled(from_scratch):
+            encoder_hidden_states = text_encoder(ids)[0]
+        prediction = unet(noisy, timesteps, encoder_hidden_states).sample
+        loss = F.mse_loss(prediction, noise)
+        for group in optimizer.param_groups:
+            group["lr"] = config.learning_rate * min(1.0, (step + 1) / max(1, config.warmup_steps))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
+        optimizer.step()
+        if ema is not None:
+            ema.step(trained)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        with open(log_path, "a") as f:
+            f.write(json.dumps({"step": step + 1, "loss": round(loss.item(), 6)}) + "\n")
+        done = step + 1
+        out_of_time = config.max_minutes is not None and time.monotonic() - started > 60 * config.max_minutes
+        if done % config.checkpoint_every == 0 or done == config.steps or out_of_time:
+            _save_checkpoint(out, components, optimizer, ema, {"step": done, "vae_done": True,
+                                                                "finetune": not from_scratch})
+        if out_of_time:
+            break
+
+    # 5. the pipeline, with EMA weights when enabled
+    if ema is not None:
+        ema.copy_to(trained)
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+        scheduler=sampling_scheduler(noise_scheduler), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    model_dir = out / "model"
+    tmp = out / ".model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    os.replace(tmp, model_dir)
+    return model_dir
+
+
+def _batch(dataset: ImageCaptionDataset, batch_size: int, generator: torch.Generator):
+    indices = torch.randint(0, len(dataset), (batch_size,), generator=generator).tolist()
+    items = [dataset[i] for i in indices]
+    return torch.stack([image for image, _ in items]), [caption for _, caption in items]
+
+
+def _train_vae(vae, dataset: ImageCaptionDataset, config: GeneratorTrainingConfig) -> None:
+    """Autoencoder training (L1 + MSE + a weak KL, as SD's VAE without its GAN and LPIPS
+    terms), then the latent scaling factor that gives unit-variance latents."""
+    vae.train()
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.vae_learning_rate)
+    bar = tqdm(range(config.vae_steps), desc="train VAE", disable=not config.progress)
+    for step in bar:
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + 10_000_000 + step)
+        images, _ = _batch(dataset, config.batch_size, generator)
+        posterior = vae.encode(images).latent_dist
+        recon = vae.decode(posterior.sample(generator)).sample
+        loss = F.l1_loss(recon, images) + F.mse_loss(recon, images) + 1e-6 * posterior.kl().mean()
+        lr = config.vae_learning_rate * 0.5 * (1 + math.cos(math.pi * step / config.vae_steps))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+    vae.eval()
+    with torch.no_grad():
+        generator = torch.Generator().manual_seed(config.seed)
+        images, _ = _batch(dataset, min(256, 8 * config.batch_size), generator)
+        std = vae.encode(images).latent_dist.sample(generator).std().item()
+    vae.register_to_config(scaling_factor=1.0 / std)
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    folder = Path(out) / "checkpoints"
+    done = sorted(p for p in folder.glob(f"{CHECKPOINT_PREFIX}*") if (p / "trainer_state.pt").is_file()) if folder.is_dir() else []
+    return done[-1] if done else None
+
+
+def _checkpoint_state(checkpoint: Path) -> dict:
+    return json.loads((checkpoint / "state.json").read_text())
+
+
+def _save_checkpoint(out: Path, components: dict, optimizer, ema, state: dict) -> None:
+    """Components via save_pretrained (safetensors), optimizer and EMA as tensors only;
+    written under a temporary name and renamed, so a killed run leaves no half checkpoint."""
+    final = out / "checkpoints" / f"{CHECKPOINT_PREFIX}{state['step']:07d}"
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in ("vae", "unet", "text_encoder", "tokenizer"):
+        components[name].save_pretrained(tmp / name)
+    torch.save({"optimizer": optimizer.state_dict(), "ema": ema.state_dict() if ema else None},
+               tmp / "trainer_state.pt")
+    (tmp / "state.json").write_text(json.dumps(state))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def _load_components(checkpoint: Path) -> dict:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    return {
+        "vae": AutoencoderKL.from_pretrained(checkpoint / "vae"),
+        "unet": UNet2DConditionModel.from_pretrained(checkpoint / "unet"),
+        "text_encoder": CLIPTextModel.from_pretrained(checkpoint / "text_encoder"),
+        "tokenizer": CLIPTokenizer.from_pretrained(checkpoint / "tokenizer"),
+        "scheduler": training_scheduler(),
+    }
+
+
+def _truncate_log(log_path: Path, last_step: int) -> None:
+    if not log_path.is_file():
+        return
+    rows = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= last_step]
+    log_path.write_text("".join(row + "\n" for row in rows))

@@ -1,0 +1,66 @@
+"""An oracle that labels any image of the shapes world per pixel, from colour alone.
+
+Every class owns a colour family (a hue range, strongly saturated); background and
+clutter are weakly saturated. So a pixel's class is the nearest family hue when it is
+saturated and bright enough, else background. On real world images this is exact up to
+rounding; on generated images it is the reference that labels are scored against.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from synthscene.world.classes import (
+    BACKGROUND_MAX_SATURATION,
+    CLASSES,
+    OBJECT_MIN_SATURATION,
+    OBJECT_MIN_VALUE,
+)
+
+SATURATION_SPLIT = (OBJECT_MIN_SATURATION + BACKGROUND_MAX_SATURATION) / 2
+VALUE_SPLIT = OBJECT_MIN_VALUE * 0.75
+_HUES = np.array([c.hue for c in CLASSES], np.float32)
+
+
+def oracle_semantic(image: np.ndarray) -> np.ndarray:
+    """Label an image of the shapes world.
+
+    Args:
+        image: uint8 [H, W, 3] RGB.
+    Returns:
+        uint8 [H, W]: 0 background, class id + 1 for class pixels.
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"oracle expects a uint8 RGB image [H, W, 3], got {image.dtype} {image.shape}")
+    hsv = cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_RGB2HSV)
+    hue, sat, val = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    distance = np.abs(hue[..., None] - _HUES)
+    distance = np.minimum(distance, 360.0 - distance)  # hue is circular
+    labels = distance.argmin(axis=-1).astype(np.uint8) + 1
+    labels[(sat < SATURATION_SPLIT) | (val < VALUE_SPLIT)] = 0
+    return labels
+
+
+def present_classes(semantic: np.ndarray, min_fraction: float = 0.008) -> set[int]:
+    """Class ids (0-based) that cover at least ``min_fraction`` of a semantic mask."""
+    counts = np.bincount(semantic.ravel(), minlength=len(CLASSES) + 1)[1 : len(CLASSES) + 1]
+    return {i for i, c in enumerate(counts) if c >= min_fraction * semantic.size}
+
+
+def confusion_matrix(pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int = 255) -> np.ndarray:
+    """int64 [num_classes, num_classes], rows = target, columns = prediction; pixels
+    whose target or prediction is ``ignore_index`` are not counted."""
+    keep = (target != ignore_index) & (pred != ignore_index)
+    index = target[keep].astype(np.int64) * num_classes + pred[keep].astype(np.int64)
+    return np.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def miou_from_confusion(confusion: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean IoU over classes that occur in the target or prediction, and per-class IoU
+    (NaN where a class never occurs)."""
+    tp = np.diag(confusion).astype(np.float64)
+    union = confusion.sum(0) + confusion.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, tp / union, np.nan)
+    return float(np.nanmean(iou)), iou

@@ -1,0 +1,217 @@
+"""Procedural scenes of the shapes world with exact labels.
+
+A scene is drawn in three layers: a textured, weakly saturated background; clutter that
+belongs to no class (also weakly saturated); then 0-4 objects, later ones occluding
+earlier ones. Shapes are rasterised at 4x and area-downsampled so small objects keep
+their shape; every image pixel then takes exactly one layer's colour, so the masks are
+exact (no anti-aliased edge pixels that belong half to an object).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from synthscene.records import Instances, Sample
+from synthscene.world.classes import (
+    BACKGROUND_MAX_SATURATION,
+    CLASSES,
+    HUE_JITTER,
+    OBJECT_MIN_SATURATION,
+    OBJECT_MIN_VALUE,
+)
+
+SUPERSAMPLE = 4
+MAX_OBJECTS = 4
+# An object must keep this share of its own pixels after later objects are drawn
+# ("partial occlusion"), and at least MIN_AREA_FRACTION of the image.
+MIN_VISIBLE_SHARE = 0.5
+MIN_AREA_FRACTION = 0.01
+# How many objects a scene asks for (0..4); empty scenes are rarer, they teach little.
+OBJECT_COUNT_PROBABILITIES = (0.08, 0.3, 0.27, 0.2, 0.15)
+_NUMBER_WORDS = {2: "two", 3: "three", 4: "four"}
+
+
+def scene_seed(seed: int, index: int) -> np.random.Generator:
+    """The generator of scene ``index`` of a world with ``seed``: independent of how
+    many scenes are drawn, in which order or by how many workers."""
+    return np.random.default_rng([seed, index])
+
+
+def render_scene(rng: np.random.Generator, size: int = 32) -> Sample:
+    """Draw one scene.
+
+    Returns:
+        a ``Sample`` with an RGB uint8 [size, size, 3] image, exact instances (visible
+        masks, tight boxes, class ids 0..5), a semantic mask (0 background, class id + 1)
+        and a caption naming every instance.
+    """
+    hsv = _background(rng, size)
+    _draw_clutter(rng, hsv)
+    masks, class_ids = _place_objects(rng, size)
+    for mask, class_id in zip(masks, class_ids):
+        _paint_object(rng, hsv, mask, CLASSES[class_id].hue)
+    visible = _visible_masks(masks)
+    image = cv2.cvtColor(hsv.astype(np.float32), cv2.COLOR_HSV2RGB)
+    image = np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
+
+    instances = (
+        Instances.from_masks(np.stack(visible), class_ids) if visible else Instances.empty(size, size)
+    )
+    semantic = np.zeros((size, size), np.uint8)
+    for mask, class_id in zip(visible, class_ids):
+        semantic[mask] = class_id + 1
+    return Sample(image=image, instances=instances, semantic=semantic,
+                  caption=make_caption(rng, class_ids), seed=0)
+
+
+def make_caption(rng: np.random.Generator, class_ids: list[int]) -> str:
+    """A caption naming every instance, e.g. "a photo of two red balls and a leaf".
+
+    Colour words are included half of the time so that prompts with and without them
+    both work; the class noun is always there (labels are read from its attention).
+    """
+    if not class_ids:
+        return str(rng.choice(["a photo of an empty scene", "an empty scene"]))
+    with_colour = bool(rng.random() < 0.5)
+    counts: dict[int, int] = {}
+    for class_id in class_ids:
+        counts[class_id] = counts.get(class_id, 0) + 1
+    phrases = []
+    for class_id, count in counts.items():
+        cls = CLASSES[class_id]
+        noun = cls.name if count == 1 else cls.plural
+        words = f"{cls.colour} {noun}" if with_colour else noun
+        if count == 1:
+            phrases.append(("an " if words[0] in "aeiou" else "a ") + words)
+        else:
+            phrases.append(f"{_NUMBER_WORDS[count]} {words}")
+    listed = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+    template = str(rng.choice(["a photo of {}", "{}", "a picture of {}"]))
+    return template.format(listed)
+
+
+def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
+    """float32 [size, size] in about [-1, 1]: a random grid, bicubically upsampled."""
+    grid = rng.uniform(-1, 1, (cells, cells)).astype(np.float32)
+    return cv2.resize(grid, (size, size), interpolation=cv2.INTER_CUBIC)
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """HSV float32 [size, size, 3] (H degrees, S and V in [0, 1]), weakly saturated."""
+    hsv = np.empty((size, size, 3), np.float32)
+    hsv[..., 0] = rng.uniform(0, 360)
+    hsv[..., 1] = rng.uniform(0.0, BACKGROUND_MAX_SATURATION * 0.8)
+    value = rng.uniform(0.35, 0.85) + 0.12 * _smooth_noise(rng, size, int(rng.integers(2, 6)))
+    if rng.random() < 0.4:  # stripes at a random angle
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+        angle = rng.uniform(0, np.pi)
+        period = rng.uniform(3, 8)
+        value += 0.06 * np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period)
+    hsv[..., 2] = np.clip(value, 0.05, 1.0)
+    return hsv
+
+
+def _draw_clutter(rng: np.random.Generator, hsv: np.ndarray) -> None:
+    """Lines and blobs that belong to no class: weakly saturated, any hue."""
+    size = hsv.shape[0]
+    for _ in range(int(rng.integers(0, 4))):
+        mask = np.zeros((size, size), np.uint8)
+        if rng.random() < 0.5:
+            p1 = tuple(int(v) for v in rng.integers(0, size, 2))
+            p2 = tuple(int(v) for v in rng.integers(0, size, 2))
+            cv2.line(mask, p1, p2, 1, thickness=1)
+        else:
+            centre = tuple(int(v) for v in rng.integers(0, size, 2))
+            axes = tuple(int(v) for v in rng.integers(1, max(2, size // 10), 2))
+            cv2.ellipse(mask, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        region = mask.astype(bool)
+        hsv[region] = (rng.uniform(0, 360), rng.uniform(0, BACKGROUND_MAX_SATURATION), rng.uniform(0.2, 0.9))
+
+
+def _shape_mask(rng: np.random.Generator, shape: str, size: int) -> np.ndarray:
+    """bool [size, size]: one randomly sized, placed and rotated shape."""
+    big = size * SUPERSAMPLE
+    radius = rng.uniform(0.14, 0.27) * big
+    cx, cy = rng.uniform(0.5 * radius, big - 0.5 * radius, 2)
+    angle = rng.uniform(0, 2 * np.pi)
+    canvas = np.zeros((big, big), np.uint8)
+
+    def polygon(radii: np.ndarray, angles: np.ndarray) -> np.ndarray:
+        pts = np.stack([cx + radii * np.cos(angles + angle), cy + radii * np.sin(angles + angle)], 1)
+        return np.round(pts).astype(np.int32)
+
+    if shape == "circle":
+        cv2.circle(canvas, (int(cx), int(cy)), int(radius), 1, -1)
+    elif shape == "ring":
+        cv2.circle(canvas, (int(cx), int(cy)), int(radius), 1, -1)
+        cv2.circle(canvas, (int(cx), int(cy)), int(radius * rng.uniform(0.45, 0.55)), 0, -1)
+    elif shape == "square":
+        a = np.arange(4) * np.pi / 2 + np.pi / 4
+        cv2.fillPoly(canvas, [polygon(np.full(4, radius), a)], 1)
+    elif shape == "triangle":
+        a = np.arange(3) * 2 * np.pi / 3
+        cv2.fillPoly(canvas, [polygon(np.full(3, radius * 1.15), a)], 1)
+    elif shape == "star":
+        a = np.arange(10) * np.pi / 5
+        r = np.where(np.arange(10) % 2 == 0, radius * 1.1, radius * 0.5)
+        cv2.fillPoly(canvas, [polygon(r, a)], 1)
+    elif shape == "leaf":
+        # a vesica: two circular arcs meeting in points, long axis rotated
+        t = np.linspace(-np.pi / 2, np.pi / 2, 24)
+        half_width = rng.uniform(0.35, 0.5)
+        xs = radius * np.sin(t)
+        ys = radius * half_width * np.cos(t)
+        pts = np.concatenate([np.stack([xs, ys], 1), np.stack([xs[::-1], -ys[::-1]], 1)])
+        rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        pts = pts @ rot.T + (cx, cy)
+        cv2.fillPoly(canvas, [np.round(pts).astype(np.int32)], 1)
+    else:
+        raise ValueError(f"unknown shape {shape!r}")
+    small = cv2.resize(canvas.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
+    return small >= 0.5
+
+
+def _place_objects(rng: np.random.Generator, size: int) -> tuple[list[np.ndarray], list[int]]:
+    """Choose 0-4 objects (repeats of a class are common) and place them so that every
+    one keeps at least MIN_VISIBLE_SHARE of its pixels and MIN_AREA_FRACTION of the image."""
+    count = int(rng.choice(MAX_OBJECTS + 1, p=OBJECT_COUNT_PROBABILITIES))
+    palette = rng.choice(len(CLASSES), size=int(rng.integers(1, 4)), replace=False)
+    wanted = [int(rng.choice(palette)) for _ in range(count)]
+    min_area = MIN_AREA_FRACTION * size * size
+    masks: list[np.ndarray] = []
+    class_ids: list[int] = []
+    for class_id in wanted:
+        for _attempt in range(20):
+            mask = _shape_mask(rng, CLASSES[class_id].shape, size)
+            trial = _visible_masks(masks + [mask])
+            ok = all(
+                v.sum() >= max(min_area, MIN_VISIBLE_SHARE * m.sum()) for v, m in zip(trial, masks + [mask])
+            )
+            if ok:
+                masks.append(mask)
+                class_ids.append(class_id)
+                break
+    return masks, class_ids
+
+
+def _visible_masks(masks: list[np.ndarray]) -> list[np.ndarray]:
+    """Masks drawn in order; each loses the pixels of the ones drawn after it."""
+    visible = []
+    covered = np.zeros_like(masks[0]) if masks else None
+    for mask in reversed(masks):
+        visible.append(mask & ~covered)
+        covered = covered | mask
+    return visible[::-1]
+
+
+def _paint_object(rng: np.random.Generator, hsv: np.ndarray, mask: np.ndarray, hue: float) -> None:
+    """Fill ``mask`` with a shade of the class colour family and a mild texture."""
+    size = hsv.shape[0]
+    value = rng.uniform(0.6, 1.0) + 0.1 * _smooth_noise(rng, size, int(rng.integers(2, 5)))
+    if rng.random() < 0.3:  # striped texture
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+        value += 0.08 * np.sign(np.sin((xx + yy) * 2 * np.pi / rng.uniform(3, 6)))
+    hsv[mask, 0] = (hue + rng.uniform(-HUE_JITTER, HUE_JITTER)) % 360
+    hsv[mask, 1] = rng.uniform(OBJECT_MIN_SATURATION + 0.05, 1.0)
+    hsv[mask, 2] = np.clip(value[mask], OBJECT_MIN_VALUE + 0.05, 1.0)

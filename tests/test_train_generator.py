@@ -1,0 +1,121 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from synthscene.models.load import load_pipeline
+from synthscene.train.generator import GeneratorTrainingConfig, train_generator
+from synthscene.train.image_captions import TrainingDataError
+
+
+def _config(data, out, **overrides):
+    base = dict(data=str(data), out=str(out), architecture="tiny", steps=12, vae_steps=6, batch_size=8,
+                learning_rate=1e-3, checkpoint_every=6, progress=False, seed=0)
+    return GeneratorTrainingConfig(**{**base, **overrides})
+
+
+def _losses(out):
+    return [json.loads(line)["loss"] for line in open(out / "loss.jsonl")]
+
+
+def test_loss_falls_on_tiny_config(tiny_world, tmp_path):
+    train_generator(_config(tiny_world / "train", tmp_path / "run", steps=60, vae_steps=10, checkpoint_every=60))
+    losses = _losses(tmp_path / "run")
+    assert np.mean(losses[-10:]) < 0.9 * np.mean(losses[:10])
+
+
+def test_save_load_round_trip_offline(tiny_world, tmp_path):
+    model_dir = train_generator(_config(tiny_world / "train", tmp_path / "run"))
+    assert (model_dir / "model_index.json").is_file()
+    assert not list(model_dir.rglob("*.bin")), "weights must be safetensors"
+    pipe = load_pipeline(str(model_dir))
+    saved = load_file(model_dir / "unet" / "diffusion_pytorch_model.safetensors")
+    for name, tensor in pipe.unet.state_dict().items():
+        assert torch.equal(tensor, saved[name])
+
+    def run(seed):
+        return pipe("a red ball", num_inference_steps=2, guidance_scale=2.0, output_type="np",
+                    generator=torch.Generator().manual_seed(seed)).images
+
+    first, again, other = run(0), run(0), run(1)
+    assert first.shape == (1, 16, 16, 3)
+    assert np.array_equal(first, again) and not np.array_equal(first, other)
+
+
+def test_resume_continues_exactly(tiny_world, tmp_path):
+    straight = train_generator(_config(tiny_world / "train", tmp_path / "straight"))
+    # the same run stopped after its first checkpoint, then resumed
+    train_generator(_config(tiny_world / "train", tmp_path / "resumed", steps=6))
+    resumed = train_generator(_config(tiny_world / "train", tmp_path / "resumed"), resume=True)
+    a = load_file(straight / "unet" / "diffusion_pytorch_model.safetensors")
+    b = load_file(resumed / "unet" / "diffusion_pytorch_model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _losses(tmp_path / "resumed") == _losses(tmp_path / "straight")
+
+
+def _write_metadata(folder, rows):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_empty_training_set(tmp_path):
+    _write_metadata(tmp_path / "data", [])
+    with pytest.raises(TrainingDataError, match="empty"):
+        train_generator(_config(tmp_path / "data", tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_corrupt_image(tiny_world, tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "bad.png").write_bytes(b"not a png at all")
+    _write_metadata(tmp_path / "data", [{"file_name": "bad.png", "text": "a red ball"}])
+    with pytest.raises(TrainingDataError, match="bad.png is corrupt"):
+        train_generator(_config(tmp_path / "data", tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_image_and_missing_folder(tmp_path):
+    _write_metadata(tmp_path / "data", [{"file_name": "nowhere.png", "text": "a red ball"}])
+    with pytest.raises(TrainingDataError, match="nowhere.png does not exist"):
+        train_generator(_config(tmp_path / "data", tmp_path / "run"))
+    with pytest.raises(TrainingDataError, match="does not exist"):
+        train_generator(_config(tmp_path / "absent", tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_caption_over_77_tokens(tiny_world, tmp_path):
+    image = tiny_world / "train" / "images" / "000000.png"
+    _write_metadata(tmp_path / "data", [{"file_name": str(image), "text": "ball " * 80}])
+    with pytest.raises(TrainingDataError, match="more than the text encoder's 77"):
+        train_generator(_config(tmp_path / "data", tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_coco_captions_input(tiny_world, tmp_path):
+    coco = {"images": [{"id": 1, "file_name": "train/images/000000.png"}],
+            "annotations": [{"id": 1, "image_id": 1, "caption": "a red ball"}]}
+    path = tmp_path / "captions.json"
+    path.write_text(json.dumps(coco))
+    out = train_generator(_config(path, tmp_path / "run", image_root=str(tiny_world), steps=2, vae_steps=1,
+                                  checkpoint_every=2))
+    assert (out / "model_index.json").is_file()
+
+
+@pytest.mark.parametrize("field, value", [("steps", 0), ("batch_size", -1), ("caption_dropout", 1.5)])
+def test_bad_numbers(tiny_world, tmp_path, field, value):
+    with pytest.raises(ValueError, match=field):
+        train_generator(_config(tiny_world / "train", tmp_path / "run", **{field: value}))
+    assert not (tmp_path / "run").exists()
+
+
+def test_finetune_keeps_text_encoder_and_vae_frozen(tiny_world, tiny_pipeline_dir, tmp_path):
+    out = train_generator(_config(tiny_world / "train", tmp_path / "ft", init=str(tiny_pipeline_dir), steps=3,
+                                  checkpoint_every=3, ema=False))
+    for part, changed in (("text_encoder", False), ("vae", False), ("unet", True)):
+        name = "model.safetensors" if part == "text_encoder" else "diffusion_pytorch_model.safetensors"
+        before, after = load_file(tiny_pipeline_dir / part / name), load_file(out / part / name)
+        same = all(torch.equal(before[k], after[k]) for k in before)
+        assert same != changed, part
