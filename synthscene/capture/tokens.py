@@ -1,0 +1,40 @@
+"""Which token positions of a prompt belong to a class name (from the tokenizer's offsets).
+
+Counting words instead breaks on names that split into several tokens ("hairdryer" is
+"hair" + "dryer"), so positions come from character offsets: every token overlapping
+the name's characters belongs to it, and its maps are averaged. BOS is never included.
+"""
+
+from __future__ import annotations
+
+import re
+
+
+def attention_word(name: str) -> str:
+    """The words of a category name that should carry its attention: LVIS-style names
+    keep the noun and drop the disambiguator ("bow_(weapon)" -> "bow"); underscores
+    become spaces ("hair_dryer" -> "hair dryer")."""
+    noun = re.sub(r"_?\([^)]*\)", "", name).replace("_", " ").strip()
+    if not noun:
+        raise ValueError(f"category name {name!r} has no noun outside its parentheses")
+    return noun
+
+
+def token_indices(tokenizer, prompt: str, phrase: str) -> list[int]:
+    """Positions in ``tokenizer(prompt).input_ids`` of the first whole-word occurrence of
+    ``phrase`` (case-insensitive; a plural "s"/"es" may follow the last word).
+
+    Raises:
+        ValueError: the phrase is not in the prompt, or lies beyond the 77-token window.
+    """
+    match = re.search(rf"(?<![\w]){re.escape(phrase)}(?:e?s)?(?![\w])", prompt, flags=re.IGNORECASE)
+    if match is None:
+        raise ValueError(f"class name {phrase!r} does not occur in the prompt {prompt!r}")
+    encoding = tokenizer(prompt, return_offsets_mapping=True, truncation=True)
+    positions = [
+        i for i, (start, end) in enumerate(encoding["offset_mapping"])
+        if end > start and start < match.end() and end > match.start()
+    ]
+    if not positions:
+        raise ValueError(f"class name {phrase!r} lies beyond the {tokenizer.model_max_length}-token window of {prompt!r}")
+    return positions

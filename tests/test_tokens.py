@@ -1,0 +1,45 @@
+import pytest
+
+from synthscene.capture.tokens import attention_word, token_indices
+from synthscene.models.tokenizer import build_clip_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_clip_tokenizer()
+
+
+@pytest.mark.parametrize("name, word", [("bow_(weapon)", "bow"), ("hair_dryer", "hair dryer"), ("ball", "ball"),
+                                        ("bat_(animal)", "bat")])
+def test_attention_word(name, word):
+    assert attention_word(name) == word
+
+
+def test_attention_word_refuses_bare_qualifier():
+    with pytest.raises(ValueError, match="no noun"):
+        attention_word("(weapon)")
+
+
+@pytest.mark.parametrize("prompt, phrase, tokens", [
+    ("a photo of a ball", "ball", ["ball</w>"]),
+    ("a photo of two balls and a leaf", "ball", ["balls</w>"]),
+    ("a Hairdryer on a table", "hairdryer", ["hair", "dryer</w>"]),
+    ("a photo of a hair dryer", "hair dryer", ["hair</w>", "dryer</w>"]),
+    ("a football and a ball", "ball", ["ball</w>"]),  # whole words only
+])
+def test_token_indices(tokenizer, prompt, phrase, tokens):
+    ids = tokenizer(prompt).input_ids
+    positions = token_indices(tokenizer, prompt, phrase)
+    assert 0 not in positions  # never BOS
+    assert tokenizer.convert_ids_to_tokens([ids[i] for i in positions]) == tokens
+
+
+def test_missing_name_is_an_error(tokenizer):
+    with pytest.raises(ValueError, match="does not occur"):
+        token_indices(tokenizer, "a photo of a leaf", "ball")
+
+
+def test_name_past_77_tokens_is_an_error(tokenizer):
+    prompt = "a " * 90 + "ball"
+    with pytest.raises(ValueError, match="beyond the 77-token window"):
+        token_indices(tokenizer, prompt, "ball")
