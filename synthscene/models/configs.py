@@ -65,7 +65,7 @@ def training_scheduler() -> DDPMScheduler:
 def sampling_scheduler(train_scheduler) -> DDIMScheduler:
     """The scheduler a saved pipeline samples with: DDIM on the training betas."""
     return DDIMScheduler.from_config(train_scheduler.config, clip_sample=False, set_alpha_to_one=False,
-                                     timestep_spacing="trailing", steps_offset=1)
+                                     timestep_spacing="leading", steps_offset=1)
 
 
 def build_components(arch: GeneratorArchitecture) -> dict:
