@@ -82,9 +82,11 @@ def train_generator_command(
 @app.command()
 @_friendly_errors
 def generate(
-    out: Annotated[Path, typer.Option(help="Output folder (must not exist or be empty).")],
-    prompt: Annotated[list[str] | None, typer.Option(help="A prompt; repeat for several.")] = None,
-    prompts_file: Annotated[Path | None, typer.Option(help="A text file, one prompt per line.")] = None,
+    out: Annotated[Path, typer.Option(help="Output folder (must not exist or be empty, unless --resume).")],
+    spec: Annotated[Path | None, typer.Option(help="A dataset spec (YAML): generate labelled samples.")] = None,
+    resume: Annotated[bool, typer.Option(help="With --spec: continue a run, skipping finished shards.")] = False,
+    prompt: Annotated[list[str] | None, typer.Option(help="Without --spec: a prompt; repeat for several.")] = None,
+    prompts_file: Annotated[Path | None, typer.Option(help="Without --spec: one prompt per line.")] = None,
     model: Annotated[str, typer.Option(help="'embedded', a local pipeline folder, or a hub id.")] = "embedded",
     images_per_prompt: int = 4,
     steps: Annotated[int, typer.Option(help="Denoising steps.")] = 25,
@@ -93,7 +95,15 @@ def generate(
     batch_size: int = 8,
     overwrite: bool = False,
 ):
-    """Generate images from prompts (labels are added by the text2labels method)."""
+    """Generate labelled samples from a spec, or plain images from prompts."""
+    if spec is not None:
+        from synthscene.methods.text2labels import generate_dataset
+        from synthscene.spec import load_spec
+
+        dataset_spec = load_spec(spec)
+        generate_dataset(dataset_spec, out, resume=resume)
+        typer.echo(f"wrote {dataset_spec.num_samples} labelled samples to {out}")
+        return
     from synthscene.generate import generate_images, read_prompts
 
     prompts = read_prompts(prompt or [], prompts_file)

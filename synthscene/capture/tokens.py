@@ -20,20 +20,22 @@ def attention_word(name: str) -> str:
     return noun
 
 
-def token_indices(tokenizer, prompt: str, phrase: str) -> list[int]:
+def token_indices(tokenizer, prompt: str, phrase: str, start: int = 0) -> list[int]:
     """Positions in ``tokenizer(prompt).input_ids`` of the first whole-word occurrence of
-    ``phrase`` (case-insensitive; a plural "s"/"es" may follow the last word).
+    ``phrase`` at or after character ``start`` (case-insensitive; a plural "s"/"es" may
+    follow the last word).
 
     Raises:
         ValueError: the phrase is not in the prompt, or lies beyond the 77-token window.
     """
-    match = re.search(rf"(?<![\w]){re.escape(phrase)}(?:e?s)?(?![\w])", prompt, flags=re.IGNORECASE)
+    pattern = re.compile(rf"(?<![\w]){re.escape(phrase)}(?:e?s)?(?![\w])", flags=re.IGNORECASE)
+    match = pattern.search(prompt, start)
     if match is None:
         raise ValueError(f"class name {phrase!r} does not occur in the prompt {prompt!r}")
     encoding = tokenizer(prompt, return_offsets_mapping=True, truncation=True)
     positions = [
-        i for i, (start, end) in enumerate(encoding["offset_mapping"])
-        if end > start and start < match.end() and end > match.start()
+        i for i, (begin, end) in enumerate(encoding["offset_mapping"])
+        if end > begin and begin < match.end() and end > match.start()
     ]
     if not positions:
         raise ValueError(f"class name {phrase!r} lies beyond the {tokenizer.model_max_length}-token window of {prompt!r}")

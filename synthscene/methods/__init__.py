@@ -1,0 +1,1 @@
+"""Methods: thin modules on the shared capture / label / store code."""

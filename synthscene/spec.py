@@ -1,0 +1,125 @@
+"""The user-facing dataset spec: a pydantic model read from YAML, validated once.
+
+Example (``examples/shapes-text2labels.yaml``)::
+
+    name: shapes-text2labels
+    model: embedded
+    num_samples: 32
+    seed: 0
+    classes:
+      - name: ball
+        synonyms: [balls]
+    prompt_templates: ["a photo of {objects}"]
+    sampler: {scheduler: ddim, steps: 25, guidance: 3.0}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from synthscene.models.schedulers import SCHEDULER_CLASSES
+
+SCHEDULERS = tuple(SCHEDULER_CLASSES)
+
+
+class SpecError(ValueError):
+    """The spec is invalid; the message lists every problem with its field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ClassSpec(_Strict):
+    name: str = Field(min_length=1)
+    synonyms: tuple[str, ...] = ()
+    # templates for this class alone, "{name}" is replaced; default: the spec's templates
+    prompts: tuple[str, ...] = ()
+
+
+class SamplerSpec(_Strict):
+    scheduler: str = "ddim"
+    steps: int = Field(25, ge=1, le=1000)
+    guidance: float = Field(3.0, ge=0.0)
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_scheduler(cls, value: str) -> str:
+        if value not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler {value!r}; choose one of {', '.join(SCHEDULERS)}")
+        return value
+
+
+class Text2LabelsSpec(_Strict):
+    recipe: Literal["faithful"] = "faithful"
+    cross_resolutions: tuple[int, ...] = (16,)
+    self_resolution: int | None = Field(16, ge=1, le=32)
+    self_attention_power: int = Field(4, ge=0, le=16)
+    step_window: tuple[float, float] = (0.0, 1.0)
+    foreground: float = Field(0.6, ge=0.0, le=1.0)
+    background: float = Field(0.5, ge=0.0, le=1.0)
+    min_instance_area: int = Field(4, ge=1)
+
+
+class DatasetSpec(_Strict):
+    name: str = Field(min_length=1)
+    model: str = "embedded"
+    num_samples: int = Field(ge=1)
+    seed: int = Field(0, ge=0)
+    shard_size: int = Field(16, ge=1)
+    batch_size: int = Field(8, ge=1)
+    classes: tuple[ClassSpec, ...] = Field(min_length=1)
+    objects_per_prompt: tuple[int, int] = (1, 2)
+    # "{objects}" becomes e.g. "a ball and two leaves"
+    prompt_templates: tuple[str, ...] = ("a photo of {objects}",)
+    sampler: SamplerSpec = SamplerSpec()
+    text2labels: Text2LabelsSpec = Text2LabelsSpec()
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        low, high = self.objects_per_prompt
+        if not 1 <= low <= high <= len(self.classes):
+            raise ValueError(f"objects_per_prompt {self.objects_per_prompt} must satisfy 1 <= low <= high <= "
+                             f"{len(self.classes)} (the number of classes)")
+        names = [c.name for c in self.classes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"class names must be unique, got {names}")
+        for template in self.prompt_templates:
+            if "{objects}" not in template:
+                raise ValueError(f"prompt template {template!r} has no {{objects}} placeholder")
+        for cls in self.classes:
+            for template in cls.prompts:
+                if "{name}" not in template:
+                    raise ValueError(f"prompt {template!r} of class {cls.name!r} has no {{name}} placeholder")
+        return self
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+
+def load_spec(path: str | Path) -> DatasetSpec:
+    """Read and validate a YAML spec; every problem is reported with its field path."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"spec file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise SpecError(f"{path} must hold a mapping of spec fields, got {type(data).__name__}")
+    try:
+        return DatasetSpec.model_validate(data)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in err.errors())
+        raise SpecError(f"{path}: {problems}") from None
+
+
+def dump_spec(spec: DatasetSpec) -> str:
+    """The resolved spec (defaults filled in) as YAML."""
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)

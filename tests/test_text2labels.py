@@ -1,0 +1,147 @@
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from synthscene.methods import text2labels
+from synthscene.methods.text2labels import generate_dataset
+from synthscene.plan import plan_dataset
+from synthscene.spec import DatasetSpec, SpecError, load_spec
+from synthscene.store import load_sample, read_records
+
+
+def _spec(model_dir, **overrides):
+    data = {
+        "name": "tiny", "model": str(model_dir), "num_samples": 5, "seed": 3, "shard_size": 2, "batch_size": 2,
+        "classes": [{"name": "ball"}, {"name": "leaf", "synonyms": ["leaves"]}, {"name": "box"}],
+        "sampler": {"scheduler": "ddim", "steps": 3, "guidance": 3.0},
+        "text2labels": {"cross_resolutions": [8], "self_resolution": 8, "min_instance_area": 1},
+    }
+    data.update(overrides)
+    return DatasetSpec.model_validate(data)
+
+
+def _digest(root):
+    digest = hashlib.sha256()
+    for path in sorted((root / "shards").rglob("*")):
+        if path.is_file():
+            digest.update(str(path.relative_to(root)).encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def test_samples_have_consistent_labels(tiny_pipeline_dir, tmp_path):
+    out = generate_dataset(_spec(tiny_pipeline_dir), tmp_path / "run", progress=False)
+    records = list(read_records(out))
+    assert [r["index"] for _, r in records] == list(range(5))
+    assert len(list((out / "shards").iterdir())) == 3
+    tasks = plan_dataset(_spec(tiny_pipeline_dir))
+    for (shard, record), task in zip(records, tasks):
+        sample = load_sample(shard, record)
+        assert sample.caption == task.prompt and sample.seed == task.seed
+        assert sample.image.shape == (16, 16, 3) and sample.semantic.shape == (16, 16)
+        labels = set(np.unique(sample.semantic).tolist()) - {0, 255}
+        assert labels <= {c + 1 for c in task.class_ids}  # only classes the prompt names
+        for k in range(len(sample.instances)):
+            mask = sample.instances.masks[k]
+            assert np.all(sample.semantic[mask] == sample.instances.class_id[k] + 1)
+        assert (out / "spec.resolved.yaml").is_file() and (out / "run.json").is_file()
+
+
+def test_same_spec_same_bytes(tiny_pipeline_dir, tmp_path):
+    a = generate_dataset(_spec(tiny_pipeline_dir), tmp_path / "a", progress=False)
+    b = generate_dataset(_spec(tiny_pipeline_dir), tmp_path / "b", progress=False)
+    assert _digest(a) == _digest(b)
+    # another batch size: the same seeds; pixels may differ in the last bit (batched BLAS)
+    c = generate_dataset(_spec(tiny_pipeline_dir, batch_size=1), tmp_path / "c", progress=False)
+    for (shard_a, ra), (shard_c, rc) in zip(read_records(a), read_records(c)):
+        assert ra["seed"] == rc["seed"] and ra["prompt"] == rc["prompt"]
+        diff = load_sample(shard_a, ra).image.astype(int) - load_sample(shard_c, rc).image.astype(int)
+        assert np.abs(diff).max() <= 1
+
+
+def test_resume_after_a_failure_matches_a_straight_run(tiny_pipeline_dir, tmp_path, monkeypatch):
+    straight = generate_dataset(_spec(tiny_pipeline_dir), tmp_path / "straight", progress=False)
+    real_write = text2labels.write_shard
+
+    def failing_write(root, number, samples):
+        if number == 1:
+            raise RuntimeError("simulated crash")
+        return real_write(root, number, samples)
+
+    monkeypatch.setattr(text2labels, "write_shard", failing_write)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        generate_dataset(_spec(tiny_pipeline_dir), tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(text2labels, "write_shard", real_write)
+    resumed = generate_dataset(_spec(tiny_pipeline_dir), tmp_path / "resumed", resume=True, progress=False)
+    assert _digest(resumed) == _digest(straight)
+
+
+def test_sigkill_then_resume_matches_a_straight_run(tiny_pipeline_dir, tmp_path):
+    spec = _spec(tiny_pipeline_dir, num_samples=12, shard_size=1, batch_size=1)
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+    straight = generate_dataset(spec, tmp_path / "straight", progress=False)
+    command = [sys.executable, "-m", "synthscene.cli", "generate", "--spec", str(spec_file), "--out",
+               str(tmp_path / "killed")]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "killed" / "shards" / "shard-00001").exists() and time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    subprocess.run(command + ["--resume"], check=True, capture_output=True)
+    assert _digest(tmp_path / "killed") == _digest(straight)
+
+
+def test_bad_specs(tmp_path, tiny_pipeline_dir):
+    path = tmp_path / "spec.yaml"
+    base = _spec(tiny_pipeline_dir).model_dump(mode="json")
+    for change, message in (
+        ({"sampler": {"scheduler": "warp_drive"}}, "unknown scheduler 'warp_drive'"),
+        ({"num_samples": -2}, "num_samples"),
+        ({"prompt_templates": ["a photo"]}, "no {objects} placeholder"),
+        ({"classes": [{"name": "ball", "prompts": ["a photo of a leaf"]}], "objects_per_prompt": [1, 1]},
+         "no {name} placeholder"),
+    ):
+        path.write_text(yaml.safe_dump({**base, **change}))
+        with pytest.raises(SpecError, match=message):
+            load_spec(path)
+
+
+def test_class_missing_from_prompt_is_refused():
+    from synthscene.models.tokenizer import build_clip_tokenizer
+    from synthscene.plan import SampleTask
+
+    tokenizer = build_clip_tokenizer(10_000)
+    with pytest.raises(ValueError, match="'ball' does not occur in the prompt"):
+        text2labels.check_task(tokenizer, SampleTask(0, 1, "a photo of a leaf", (0,), ("ball",)))
+
+
+def test_prompt_over_77_tokens_is_refused_without_output(tiny_pipeline_dir, tmp_path):
+    spec = _spec(tiny_pipeline_dir, classes=[{"name": "ball", "prompts": ["a " * 80 + "{name}"]}],
+                 objects_per_prompt=[1, 1])
+    with pytest.raises(ValueError, match="longer than 77 tokens"):
+        generate_dataset(spec, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_model_is_refused_without_output(tmp_path):
+    spec = _spec(tmp_path / "no_model")
+    with pytest.raises(FileNotFoundError, match="tried local folder"):
+        generate_dataset(spec, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_unwritable_output_folder(tiny_pipeline_dir, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(PermissionError, match="cannot write"):
+        generate_dataset(_spec(tiny_pipeline_dir), blocker / "run", progress=False)
