@@ -112,5 +112,20 @@ def generate(
     typer.echo(f"wrote {len(prompts) * images_per_prompt} images to {out}")
 
 
+@app.command()
+@_friendly_errors
+def export(
+    run: Annotated[Path, typer.Option("--in", help="A run folder written by generate --spec.")],
+    format: Annotated[str, typer.Option(help="coco or voc.")],
+    out: Annotated[Path, typer.Option(help="Output folder (must not exist or be empty).")],
+    overwrite: bool = False,
+):
+    """Export a run's samples as COCO instances (RLE) or a VOC-style segmentation set."""
+    from synthscene.formats.export import export_run
+
+    export_run(run, format, out, overwrite=overwrite)
+    typer.echo(f"wrote {format} export of {run} to {out}")
+
+
 if __name__ == "__main__":
     app()

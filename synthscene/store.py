@@ -89,8 +89,8 @@ def read_records(root: Path) -> Iterator[tuple[Path, dict]]:
 
 def load_sample(shard: Path, record: dict) -> Sample:
     """Rebuild a ``Sample`` (image, semantic mask, instances) from a stored record."""
-    image = np.array(Image.open(_inside(shard, record["image"])).convert("RGB"))
-    semantic = load_semantic_png(_inside(shard, record["semantic"]))
+    image = np.array(Image.open(record_path(shard, record["image"])).convert("RGB"))
+    semantic = load_semantic_png(record_path(shard, record["semantic"]))
     items = record["instances"]
     if items:
         instances = Instances(
@@ -104,7 +104,7 @@ def load_sample(shard: Path, record: dict) -> Sample:
     return Sample(image, instances, semantic, record["prompt"], record["seed"], meta=record)
 
 
-def _inside(root: Path, relative: str) -> Path:
+def record_path(root: Path, relative: str) -> Path:
     """``root / relative``, refusing paths that leave ``root`` (records are untrusted)."""
     path = (root / relative).resolve()
     if not path.is_relative_to(root.resolve()):

@@ -33,3 +33,18 @@ def tiny_pipeline_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny_pipe") / "pipe"
     pipe.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_pipeline_dir, tmp_path_factory):
+    """A text2labels run of 6 samples on the tiny random pipeline."""
+    from synthscene.methods.text2labels import generate_dataset
+    from synthscene.spec import DatasetSpec
+
+    spec = DatasetSpec.model_validate({
+        "name": "tiny", "model": str(tiny_pipeline_dir), "num_samples": 6, "seed": 1, "shard_size": 4,
+        "classes": [{"name": "ball"}, {"name": "leaf"}, {"name": "box"}],
+        "sampler": {"steps": 2, "guidance": 3.0},
+        "text2labels": {"cross_resolutions": [8], "self_resolution": 8, "min_instance_area": 1},
+    })
+    return generate_dataset(spec, tmp_path_factory.mktemp("run") / "run", progress=False)

@@ -27,22 +27,30 @@ def coco_categories(class_names: list[str] | tuple[str, ...]) -> list[dict]:
     return [{"id": i + 1, "name": name, "supercategory": "object"} for i, name in enumerate(class_names)]
 
 
+def coco_annotation(annotation_id: int, image_id: int, class_id: int, xyxy, rle: dict, area: int,
+                    score: float) -> dict:
+    """One COCO annotation: 1-based ``category_id``, ``bbox`` xywh, iscrowd 0."""
+    x1, y1, x2, y2 = (float(v) for v in xyxy)
+    return {"id": annotation_id, "image_id": image_id, "category_id": int(class_id) + 1, "segmentation": rle,
+            "area": int(area), "bbox": [x1, y1, x2 - x1, y2 - y1], "iscrowd": 0, "score": float(score)}
+
+
 def instances_to_annotations(instances: Instances, image_id: int, first_annotation_id: int) -> list[dict]:
-    """COCO annotations of one image: ``bbox`` xywh, ``area`` = mask pixels, iscrowd 0."""
-    annotations = []
-    for k in range(len(instances)):
-        x1, y1, x2, y2 = (float(v) for v in instances.xyxy[k])
-        annotations.append({
-            "id": first_annotation_id + k,
-            "image_id": image_id,
-            "category_id": int(instances.class_id[k]) + 1,
-            "segmentation": mask_to_rle(instances.masks[k]),
-            "area": int(instances.masks[k].sum()),
-            "bbox": [x1, y1, x2 - x1, y2 - y1],
-            "iscrowd": 0,
-            "score": float(instances.score[k]),
-        })
-    return annotations
+    """COCO annotations of one image; ``area`` is the mask's pixel count."""
+    return [
+        coco_annotation(first_annotation_id + k, image_id, instances.class_id[k], instances.xyxy[k],
+                        mask_to_rle(instances.masks[k]), instances.masks[k].sum(), instances.score[k])
+        for k in range(len(instances))
+    ]
+
+
+def record_to_annotations(record: dict, image_id: int, first_annotation_id: int) -> list[dict]:
+    """COCO annotations from a stored sample record (its RLE is reused, not re-encoded)."""
+    return [
+        coco_annotation(first_annotation_id + k, image_id, inst["class_id"], inst["xyxy"], inst["mask"],
+                        inst["area"], inst["score"])
+        for k, inst in enumerate(record["instances"])
+    ]
 
 
 def new_coco(class_names, description: str) -> dict:

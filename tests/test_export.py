@@ -1,0 +1,87 @@
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+from faster_coco_eval import COCO as FasterCOCO
+from faster_coco_eval import COCOeval_faster
+from PIL import Image
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from typer.testing import CliRunner
+
+from synthscene.cli import app
+from synthscene.formats.export import export_run
+from synthscene.formats.voc import IGNORE_INDEX
+from synthscene.store import load_sample, read_records
+
+
+def _gt_as_detections(coco_dict):
+    return [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],
+             "segmentation": a["segmentation"], "score": 1.0} for a in coco_dict["annotations"]]
+
+
+def _quiet(fn):
+    with contextlib.redirect_stdout(io.StringIO()):
+        return fn()
+
+
+def test_coco_export_loads_and_gt_scores_ap_1(tiny_run, tmp_path):
+    out = export_run(tiny_run, "coco", tmp_path / "coco")
+    path = out / "annotations" / "instances.json"
+    data = json.loads(path.read_text())
+    assert data["annotations"], "the tiny run should have instances"
+    records = list(read_records(tiny_run))
+    assert len(data["images"]) == len(records)
+    for ann in data["annotations"]:
+        assert ann["iscrowd"] == 0 and ann["area"] > 0
+    for kind in ("bbox", "segm"):
+        gt = _quiet(lambda: COCO(str(path)))
+        dt = _quiet(lambda gt=gt: gt.loadRes(_gt_as_detections(data)))
+        ev = COCOeval(gt, dt, kind)
+        _quiet(lambda ev=ev: (ev.evaluate(), ev.accumulate(), ev.summarize()))
+        assert ev.stats[0] == pytest.approx(1.0)
+        fgt = _quiet(lambda: FasterCOCO(str(path)))
+        fdt = fgt.loadRes(_gt_as_detections(data))
+        fev = COCOeval_faster(fgt, fdt, kind, print_function=lambda *a: None)
+        fev.evaluate()
+        fev.accumulate()
+        fev.summarize()
+        assert fev.stats[0] == pytest.approx(1.0)
+    # areas equal the stored masks' pixel counts
+    shard, record = records[0]
+    sample = load_sample(shard, record)
+    first = [a for a in data["annotations"] if a["image_id"] == record["index"] + 1]
+    assert [a["area"] for a in first] == sample.instances.area.tolist()
+
+
+def test_voc_export(tiny_run, tmp_path):
+    out = export_run(tiny_run, "voc", tmp_path / "voc")
+    stems = (out / "ImageSets" / "Segmentation" / "train.txt").read_text().split()
+    assert len(stems) == 6
+    assert (out / "labels.txt").read_text().split() == ["background", "ball", "leaf", "box"]
+    seen = set()
+    for stem in stems:
+        mask = Image.open(out / "SegmentationClass" / f"{stem}.png")
+        assert mask.mode == "P"
+        values = set(np.unique(np.array(mask)).tolist())
+        assert values <= {0, 1, 2, 3, IGNORE_INDEX}
+        seen |= values
+    assert seen - {0}, "some class pixels expected"
+
+
+def test_record_paths_may_not_leave_the_shard(tiny_run, tmp_path):
+    shard, record = next(read_records(tiny_run))
+    record = {**record, "image": "../../../../etc/passwd"}
+    with pytest.raises(ValueError, match="leaves its shard folder"):
+        load_sample(shard, record)
+
+
+def test_cli_export_errors(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["export", "--in", str(tmp_path), "--format", "coco", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "not a synthscene run" in result.output
+    result = runner.invoke(app, ["export", "--in", str(tmp_path), "--format", "yolo9", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "unknown format" in result.output
+    assert not (tmp_path / "x").exists()
