@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.synthscene-installed
 
-.PHONY: demo test lint clean-demo
+.PHONY: demo test lint chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,14 @@ demo: $(STAMP)
 	$(BIN)/python -m synthscene.report.grid runs/demo runs/demo/grid.png
 	@echo "demo output: runs/demo (images, metadata.jsonl, run.json, grid.png)"
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q
+
+# The gallery test renders a page in Debian's headless Chromium; install it when we can.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1; } \
+		|| echo "chromium is not installed: the gallery rendering test will be skipped"
 
 lint: $(STAMP)
 	$(BIN)/ruff check synthscene tests benchmarks
