@@ -127,5 +127,19 @@ def export(
     typer.echo(f"wrote {format} export of {run} to {out}")
 
 
+@app.command()
+@_friendly_errors
+def gallery(
+    run: Annotated[Path, typer.Option("--in", help="A run folder written by generate --spec.")],
+    out: Annotated[Path | None, typer.Option(help="Gallery folder (default: RUN/gallery).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Show at most this many samples.")] = None,
+):
+    """Write a static HTML gallery of a run: image, mask overlay, boxes, prompt, scores."""
+    from synthscene.report.gallery import write_gallery
+
+    page = write_gallery(run, out, limit=limit)
+    typer.echo(f"wrote {page}")
+
+
 if __name__ == "__main__":
     app()
