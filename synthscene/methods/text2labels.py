@@ -9,6 +9,7 @@ self-attention and thresholded into a semantic mask with an uncertain band (255)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -82,39 +83,51 @@ def check_task(tokenizer, task: SampleTask) -> None:
         token_indices(tokenizer, text, attention_word(word), start)
 
 
-def label_batch(pipe, tasks: list[SampleTask], spec: DatasetSpec) -> list[Sample]:
-    """Generate and label one batch of tasks."""
-    # 1. the capture store, with the class prompts' encoder states
+@dataclass
+class CapturedBatch:
+    """Generated images and the attention maps captured while making them."""
+
+    images: np.ndarray  # uint8 [B, H, W, 3]
+    cross: dict  # {(h, w): float [B, T, h, w]} against the class prompts
+    self_attention: torch.Tensor | None  # float [B, N, N]
+
+
+def capture_batch(pipe, tasks: list[SampleTask], spec: DatasetSpec) -> CapturedBatch:
+    """Generate one batch with attention capture; each sample has its own generator."""
     params = spec.text2labels
-    guidance = spec.sampler.guidance > 1.0
     store = AttentionStore(
         CaptureConfig(cross_resolutions=params.cross_resolutions, self_resolution=params.self_resolution,
                       step_window=params.step_window),
-        num_steps=spec.sampler.steps, guidance=guidance,
+        num_steps=spec.sampler.steps, guidance=spec.sampler.guidance > 1.0,
         class_embeddings=encode_for_store(pipe, [class_prompt(t)[0] for t in tasks]),
     )
-    # 2. generate with capture; each sample has its own generator
     with torch.no_grad(), capture_attention(pipe.unet, store):
         images = pipe([t.prompt for t in tasks], num_inference_steps=spec.sampler.steps,
                       guidance_scale=spec.sampler.guidance, generator=[sample_generator(t.seed) for t in tasks],
                       output_type="np").images
-    images = (images * 255).round().astype(np.uint8)
-    # 3. labels per sample
-    cross = store.cross_maps()
-    self_attention = store.self_map()
-    samples = []
-    for b, task in enumerate(tasks):
-        text, start = class_prompt(task)
-        groups = [token_indices(pipe.tokenizer, text, attention_word(w), start) for w in task.words]
-        scores = label_scores({hw: m[b] for hw, m in cross.items()}, groups,
-                              None if self_attention is None else self_attention[b], params)
-        semantic = semantic_for_classes(scores, task.class_ids, images[b].shape[:2], params)
-        full_scores = _scores_per_class(scores, task.class_ids, len(spec.classes), images[b].shape[:2])
-        instances, dropped = instances_from_semantic(semantic, full_scores, params.min_instance_area,
-                                                     len(spec.classes))
-        meta = {"index": task.index, "class_ids": list(task.class_ids), "dropped_small": dropped}
-        samples.append(Sample(images[b], instances, semantic, task.prompt, task.seed, meta))
-    return samples
+    return CapturedBatch((images * 255).round().astype(np.uint8), store.cross_maps(), store.self_map())
+
+
+def label_sample(tokenizer, captured: CapturedBatch, b: int, task: SampleTask, params: Text2LabelsSpec,
+                 num_classes: int) -> Sample:
+    """Semantic mask, instances and scores of sample ``b`` of a captured batch."""
+    image = captured.images[b]
+    text, start = class_prompt(task)
+    groups = [token_indices(tokenizer, text, attention_word(w), start) for w in task.words]
+    scores = label_scores({hw: m[b] for hw, m in captured.cross.items()}, groups,
+                          None if captured.self_attention is None else captured.self_attention[b], params)
+    semantic = semantic_for_classes(scores, task.class_ids, image.shape[:2], params)
+    full_scores = _scores_per_class(scores, task.class_ids, num_classes, image.shape[:2])
+    instances, dropped = instances_from_semantic(semantic, full_scores, params.min_instance_area, num_classes)
+    meta = {"index": task.index, "class_ids": list(task.class_ids), "dropped_small": dropped}
+    return Sample(image, instances, semantic, task.prompt, task.seed, meta)
+
+
+def label_batch(pipe, tasks: list[SampleTask], spec: DatasetSpec) -> list[Sample]:
+    """Generate and label one batch of tasks."""
+    captured = capture_batch(pipe, tasks, spec)
+    return [label_sample(pipe.tokenizer, captured, b, task, spec.text2labels, len(spec.classes))
+            for b, task in enumerate(tasks)]
 
 
 def label_scores(cross: dict, groups: list[list[int]], self_attention: torch.Tensor | None,
