@@ -60,6 +60,7 @@ def train_generator_command(
     batch_size: int = 32,
     learning_rate: float = 3e-4,
     caption_dropout: Annotated[float, typer.Option(help="Share of empty captions, for guidance.")] = 0.1,
+    snr_gamma: Annotated[float | None, typer.Option(help="Min-SNR-gamma loss weighting; 0 disables it.")] = 5.0,
     ema: Annotated[bool, typer.Option(help="Keep an EMA of the weights and save it.")] = True,
     checkpoint_every: int = 500,
     max_minutes: Annotated[float | None, typer.Option(help="Stop and save after this many minutes.")] = None,
@@ -72,7 +73,7 @@ def train_generator_command(
     config = GeneratorTrainingConfig(
         data=data, out=str(out), architecture=architecture, init=init, image_root=image_root, steps=steps,
         vae_steps=vae_steps, batch_size=batch_size, learning_rate=learning_rate,
-        caption_dropout=caption_dropout, ema=ema, checkpoint_every=checkpoint_every,
+        caption_dropout=caption_dropout, snr_gamma=snr_gamma or None, ema=ema, checkpoint_every=checkpoint_every,
         max_minutes=max_minutes, seed=seed,
     )
     model_dir = train_generator(config, resume=resume)

@@ -119,3 +119,23 @@ def test_finetune_keeps_text_encoder_and_vae_frozen(tiny_world, tiny_pipeline_di
         before, after = load_file(tiny_pipeline_dir / part / name), load_file(out / part / name)
         same = all(torch.equal(before[k], after[k]) for k in before)
         assert same != changed, part
+
+
+def test_min_snr_weighting_only_downweights_nearly_clean_timesteps():
+    from synthscene.models.configs import training_scheduler
+    from synthscene.train.generator import _denoising_loss
+
+    scheduler = training_scheduler()
+    torch.manual_seed(0)
+    prediction, noise = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    timesteps = torch.tensor([900, 5])  # SNR << 5 and SNR >> 5
+    plain = torch.nn.functional.mse_loss(prediction, noise, reduction="none").mean(dim=(1, 2, 3))
+    for t, expected_weight in ((0, 1.0), (1, None)):
+        weighted = _denoising_loss(prediction[t : t + 1], noise[t : t + 1], timesteps[t : t + 1], scheduler, 5.0)
+        if expected_weight is not None:
+            assert weighted == pytest.approx(plain[t].item())
+        else:
+            alpha_bar = scheduler.alphas_cumprod[5]
+            assert weighted == pytest.approx(plain[t].item() * 5.0 / (alpha_bar / (1 - alpha_bar)).item(), rel=1e-4)
+            assert weighted < plain[t]
+    assert _denoising_loss(prediction, noise, timesteps, scheduler, None) == pytest.approx(plain.mean().item())

@@ -49,6 +49,7 @@ class GeneratorTrainingConfig:
     vae_learning_rate: float = 1e-3
     warmup_steps: int = 100
     caption_dropout: float = 0.1
+    snr_gamma: float | None = 5.0  # Min-SNR-gamma loss weighting (Hang et al. 2023); None: plain MSE
     ema: bool = True
     ema_decay: float = 0.9995
     checkpoint_every: int = 500
@@ -62,6 +63,8 @@ class GeneratorTrainingConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.vae_steps < 0:
             raise ValueError(f"vae_steps must be >= 0, got {self.vae_steps}")
+        if self.snr_gamma is not None and self.snr_gamma <= 0:
+            raise ValueError(f"snr_gamma must be > 0 (or None), got {self.snr_gamma}")
         if not 0.0 <= self.caption_dropout < 1.0:
             raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
         if self.init is None and self.architecture not in ARCHITECTURES:
@@ -141,7 +144,7 @@ def train_generator(config: GeneratorTrainingConfig, resume: bool = False) -> Pa
         with torch.set_grad_enabled(from_scratch):
             encoder_hidden_states = text_encoder(ids)[0]
         prediction = unet(noisy, timesteps, encoder_hidden_states).sample
-        loss = F.mse_loss(prediction, noise)
+        loss = _denoising_loss(prediction, noise, timesteps, noise_scheduler, config.snr_gamma)
         for group in optimizer.param_groups:
             group["lr"] = config.learning_rate * min(1.0, (step + 1) / max(1, config.warmup_steps))
         optimizer.zero_grad(set_to_none=True)
@@ -177,6 +180,18 @@ def train_generator(config: GeneratorTrainingConfig, resume: bool = False) -> Pa
         shutil.rmtree(model_dir)
     os.replace(tmp, model_dir)
     return model_dir
+
+
+def _denoising_loss(prediction, noise, timesteps, scheduler, snr_gamma: float | None) -> torch.Tensor:
+    """Epsilon MSE, optionally Min-SNR-gamma weighted: each sample's loss is scaled by
+    min(SNR, gamma) / SNR, so nearly clean timesteps stop dominating the gradient and
+    the noisy ones, which decide what is drawn where, train faster."""
+    per_sample = F.mse_loss(prediction, noise, reduction="none").mean(dim=(1, 2, 3))
+    if snr_gamma is None:
+        return per_sample.mean()
+    alpha_bar = scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
+    snr = alpha_bar / (1 - alpha_bar)
+    return (per_sample * snr.clamp(max=snr_gamma) / snr).mean()
 
 
 def _batch(dataset: ImageCaptionDataset, batch_size: int, generator: torch.Generator):
