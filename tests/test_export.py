@@ -85,3 +85,13 @@ def test_cli_export_errors(tmp_path):
     result = runner.invoke(app, ["export", "--in", str(tmp_path), "--format", "yolo9", "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "unknown format" in result.output
     assert not (tmp_path / "x").exists()
+
+
+def test_dataset_card_counts_match_the_records(tiny_run):
+    card = json.loads((tiny_run / "dataset_card.json").read_text())
+    records = [r for _, r in read_records(tiny_run)]
+    assert card["samples"] == len(records) == 6
+    assert card["instances"] == sum(len(r["instances"]) for r in records)
+    assert sum(card["score_histogram"]["counts"]) == card["instances"]
+    assert sum(v["instances"] for v in card["per_class"].values()) == card["instances"]
+    assert "| ball |" in (tiny_run / "dataset_card.md").read_text()

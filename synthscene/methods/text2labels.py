@@ -31,6 +31,7 @@ from synthscene.models.schedulers import set_scheduler
 from synthscene.plan import SampleTask, plan_dataset, sample_generator
 from synthscene.provenance import run_record
 from synthscene.records import Sample
+from synthscene.report.card import write_dataset_card
 from synthscene.spec import DatasetSpec, Text2LabelsSpec, dump_spec
 from synthscene.store import shard_is_done, write_shard
 
@@ -68,6 +69,7 @@ def generate_dataset(spec: DatasetSpec, out: str | Path, resume: bool = False, p
             bar.update(min(spec.batch_size, len(shard_tasks) - start))
         write_shard(out, number, samples)
     bar.close()
+    write_dataset_card(out)
     return out
 
 
