@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--images", type=int, default=240)
     parser.add_argument("--steps", type=int, default=25)
-    parser.add_argument("--guidance", type=float, default=3.0)
+    parser.add_argument("--guidance", type=float, default=7.5)
     parser.add_argument("--seed", type=int, default=1234)
     args = parser.parse_args()
     started = time.perf_counter()

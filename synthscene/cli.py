@@ -91,7 +91,7 @@ def generate(
     model: Annotated[str, typer.Option(help="'embedded', a local pipeline folder, or a hub id.")] = "embedded",
     images_per_prompt: int = 4,
     steps: Annotated[int, typer.Option(help="Denoising steps.")] = 25,
-    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale (<= 1: off).")] = 3.0,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale (<= 1: off).")] = 7.5,
     seed: Annotated[int, typer.Option(help="Run seed; each image's seed derives from it and its index.")] = 0,
     batch_size: int = 8,
     overwrite: bool = False,

@@ -36,7 +36,7 @@ def check_prompts(prompts: list[str], tokenizer) -> None:
 
 
 def generate_images(prompts: list[str], out: str | Path, model: str = "embedded", images_per_prompt: int = 1,
-                    steps: int = 25, guidance: float = 3.0, seed: int = 0, batch_size: int = 8,
+                    steps: int = 25, guidance: float = 7.5, seed: int = 0, batch_size: int = 8,
                     overwrite: bool = False, progress: bool = True) -> Path:
     """Write ``images_per_prompt`` images per prompt to ``out/images`` with
     ``out/metadata.jsonl`` (prompt, seed) and ``out/run.json`` (config, model, versions)."""

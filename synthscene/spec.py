@@ -10,7 +10,7 @@ Example (``examples/shapes-text2labels.yaml``)::
       - name: ball
         synonyms: [balls]
     prompt_templates: ["a photo of {objects}"]
-    sampler: {scheduler: ddim, steps: 25, guidance: 3.0}
+    sampler: {scheduler: ddim, steps: 25, guidance: 7.5}
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class ClassSpec(_Strict):
 class SamplerSpec(_Strict):
     scheduler: str = "ddim"
     steps: int = Field(25, ge=1, le=1000)
-    guidance: float = Field(3.0, ge=0.0)
+    guidance: float = Field(7.5, ge=0.0)
 
     @field_validator("scheduler")
     @classmethod

@@ -19,7 +19,7 @@ def named_classes(prompt: str) -> set[int]:
     return {i for i, c in enumerate(CLASSES) if c.name in words or c.plural in words}
 
 
-def score_presence(pipe, prompts: list[str], steps: int = 25, guidance: float = 3.0, seed: int = 0,
+def score_presence(pipe, prompts: list[str], steps: int = 25, guidance: float = 7.5, seed: int = 0,
                    batch_size: int = 16, progress: bool = True) -> dict:
     """Generate one image per prompt and check it with the oracle.
 
