@@ -8,6 +8,7 @@ from synthscene.label.attention_maps import (
     min_max_per_class,
     refine_with_self_attention,
     semantic_from_scores,
+    upsample_scores,
 )
 
 
@@ -51,8 +52,15 @@ def test_min_max_per_class_forces_every_class_to_one():
 
 def test_semantic_thresholds_and_ignore_band():
     scores = torch.tensor([[[0.9, 0.55], [0.1, 0.2]], [[0.2, 0.1], [0.7, 0.3]]])
-    semantic = semantic_from_scores(scores, size=(2, 2))
+    semantic = semantic_from_scores(scores)
     assert semantic.dtype == np.uint8
     assert semantic.tolist() == [[1, IGNORE_INDEX], [2, 0]]
     with pytest.raises(ValueError, match="background <= foreground"):
-        semantic_from_scores(scores, (2, 2), foreground=0.4, background=0.5)
+        semantic_from_scores(scores, foreground=0.4, background=0.5)
+
+
+def test_upsample_scores_stays_in_unit_range():
+    scores = torch.zeros(1, 4, 4)
+    scores[0, 1:3, 1:3] = 1.0
+    up = upsample_scores(scores, (16, 16))
+    assert up.shape == (1, 16, 16) and up.min() >= 0 and up.max() <= 1  # bicubic overshoot clipped

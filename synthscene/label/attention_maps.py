@@ -62,12 +62,17 @@ def min_max_per_class(maps: torch.Tensor) -> torch.Tensor:
     return ((flat - low) / (high - low).clamp_min(1e-12)).reshape(maps.shape)
 
 
-def semantic_from_scores(scores: torch.Tensor, size: tuple[int, int], foreground: float = 0.6,
-                         background: float = 0.5) -> np.ndarray:
-    """Semantic mask from class scores in [0, 1].
+def upsample_scores(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """float [C, h, w] -> [C, H, W], bicubic (as Dataset Diffusion), clipped to [0, 1]
+    (bicubic overshoots at sharp edges)."""
+    return F.interpolate(scores[None], size=size, mode="bicubic", align_corners=False)[0].clamp(0.0, 1.0)
+
+
+def semantic_from_scores(scores: torch.Tensor, foreground: float = 0.6, background: float = 0.5) -> np.ndarray:
+    """Semantic mask from class scores in [0, 1] at image resolution.
 
     Args:
-        scores: float [C, h, w]; resized bicubically to ``size``.
+        scores: float [C, H, W].
         foreground: a pixel takes its best class when that score >= foreground.
         background: below it, background; between the two, IGNORE_INDEX (uncertain).
     Returns:
@@ -75,7 +80,6 @@ def semantic_from_scores(scores: torch.Tensor, size: tuple[int, int], foreground
     """
     if not 0.0 <= background <= foreground <= 1.0:
         raise ValueError(f"need 0 <= background <= foreground <= 1, got {background}, {foreground}")
-    scores = F.interpolate(scores[None], size=size, mode="bicubic", align_corners=False)[0]
     best, label = scores.max(dim=0)
     semantic = (label + 1).to(torch.uint8)
     semantic[best < foreground] = IGNORE_INDEX

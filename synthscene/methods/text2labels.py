@@ -24,6 +24,7 @@ from synthscene.label.attention_maps import (
     min_max_per_class,
     refine_with_self_attention,
     semantic_from_scores,
+    upsample_scores,
 )
 from synthscene.label.instances import instances_from_semantic
 from synthscene.models.load import load_pipeline, model_fingerprint
@@ -118,8 +119,10 @@ def label_sample(tokenizer, captured: CapturedBatch, b: int, task: SampleTask, p
     groups = [token_indices(tokenizer, text, attention_word(w), start) for w in task.words]
     scores = label_scores({hw: m[b] for hw, m in captured.cross.items()}, groups,
                           None if captured.self_attention is None else captured.self_attention[b], params)
-    semantic = semantic_for_classes(scores, task.class_ids, image.shape[:2], params)
-    full_scores = _scores_per_class(scores, task.class_ids, num_classes, image.shape[:2])
+    scores = upsample_scores(scores, image.shape[:2])
+    semantic = semantic_for_classes(scores, task.class_ids, params)
+    full_scores = np.zeros((num_classes, *image.shape[:2]), np.float32)
+    full_scores[list(task.class_ids)] = scores.numpy()
     instances, dropped = instances_from_semantic(semantic, full_scores, params.min_instance_area, num_classes)
     meta = {"index": task.index, "class_ids": list(task.class_ids), "dropped_small": dropped}
     return Sample(image, instances, semantic, task.prompt, task.seed, meta)
@@ -145,19 +148,12 @@ def label_scores(cross: dict, groups: list[list[int]], self_attention: torch.Ten
     return min_max_per_class(maps)
 
 
-def semantic_for_classes(scores: torch.Tensor, class_ids, size, params: Text2LabelsSpec) -> np.ndarray:
-    """Semantic mask in the dataset's class numbering (0 background, class id + 1)."""
-    local = semantic_from_scores(scores, size, params.foreground, params.background)
+def semantic_for_classes(scores: torch.Tensor, class_ids, params: Text2LabelsSpec) -> np.ndarray:
+    """Semantic mask in the dataset's class numbering (0 background, class id + 1) from the
+    scores [K, H, W] of the K classes a prompt names, in prompt order."""
+    local = semantic_from_scores(scores, params.foreground, params.background)
     lookup = np.array([0, *[c + 1 for c in class_ids]] + [0] * (255 - len(class_ids)) + [255], np.uint8)
     return lookup[local]
-
-
-def _scores_per_class(scores: torch.Tensor, class_ids, num_classes: int, size) -> np.ndarray:
-    upsampled = torch.nn.functional.interpolate(scores[None], size=size, mode="bicubic", align_corners=False)[0]
-    full = np.zeros((num_classes, *size), np.float32)
-    for k, class_id in enumerate(class_ids):
-        full[class_id] = upsampled[k].clamp(0, 1).numpy()
-    return full
 
 
 def _prepare_run_folder(out: Path, spec: DatasetSpec, tasks: list[SampleTask], resume: bool) -> None:
