@@ -145,3 +145,14 @@ def test_unwritable_output_folder(tiny_pipeline_dir, tmp_path):
     blocker.write_text("x")
     with pytest.raises(PermissionError, match="cannot write"):
         generate_dataset(_spec(tiny_pipeline_dir), blocker / "run", progress=False)
+
+
+def test_semantic_for_classes_maps_prompt_order_to_dataset_ids_and_keeps_ignore():
+    import torch
+
+    from synthscene.spec import Text2LabelsSpec
+
+    scores = torch.tensor([[[0.9, 0.55, 0.1]], [[0.1, 0.2, 0.3]]])  # classes 4 and 1 of the dataset
+    scores[1, 0, 2] = 0.8
+    semantic = text2labels.semantic_for_classes(scores, (4, 1), Text2LabelsSpec())
+    assert semantic.tolist() == [[5, 255, 2]]

@@ -20,6 +20,7 @@ from synthscene.capture import AttentionStore, CaptureConfig, capture_attention,
 from synthscene.capture.tokens import attention_word, token_indices
 from synthscene.io import write_json, write_jsonl
 from synthscene.label.attention_maps import (
+    IGNORE_INDEX,
     class_maps,
     min_max_per_class,
     refine_with_self_attention,
@@ -152,7 +153,9 @@ def semantic_for_classes(scores: torch.Tensor, class_ids, params: Text2LabelsSpe
     """Semantic mask in the dataset's class numbering (0 background, class id + 1) from the
     scores [K, H, W] of the K classes a prompt names, in prompt order."""
     local = semantic_from_scores(scores, params.foreground, params.background)
-    lookup = np.array([0, *[c + 1 for c in class_ids]] + [0] * (255 - len(class_ids)) + [255], np.uint8)
+    lookup = np.zeros(256, np.uint8)
+    lookup[1 : len(class_ids) + 1] = [c + 1 for c in class_ids]
+    lookup[IGNORE_INDEX] = IGNORE_INDEX
     return lookup[local]
 
 
