@@ -16,13 +16,13 @@ import time
 
 from synthscene.models.load import load_pipeline
 from synthscene.world.presence import named_classes, score_presence
-from synthscene.world.render import render_scene, scene_seed
+from synthscene.world.render import render_scene
 
 
 def world_prompts(count: int, seed: int) -> list[str]:
     prompts, index = [], 0
     while len(prompts) < count:
-        caption = render_scene(scene_seed(seed, 20_000_000 + index)).caption
+        caption = render_scene(seed, 20_000_000 + index).caption
         index += 1
         if named_classes(caption):
             prompts.append(caption)

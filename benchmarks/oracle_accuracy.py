@@ -12,7 +12,7 @@ import json
 
 import numpy as np
 
-from synthscene.world import CLASS_NAMES, oracle_semantic, render_scene, scene_seed
+from synthscene.world import CLASS_NAMES, oracle_semantic, render_scene
 from synthscene.world.oracle import confusion_matrix, miou_from_confusion
 
 
@@ -24,7 +24,7 @@ def main() -> None:
     args = parser.parse_args()
     confusion = np.zeros((len(CLASS_NAMES) + 1,) * 2, np.int64)
     for index in range(args.images):
-        sample = render_scene(scene_seed(args.seed, index), args.size)
+        sample = render_scene(args.seed, index, args.size)
         confusion += confusion_matrix(oracle_semantic(sample.image), sample.semantic, len(CLASS_NAMES) + 1)
     miou, per_class = miou_from_confusion(confusion)
     names = ["background", *CLASS_NAMES]

@@ -34,9 +34,10 @@ def test_same_seed_same_bytes_and_other_seed_differs(tmp_path):
 
 
 def test_scene_does_not_depend_on_how_many_are_drawn():
-    first = render_scene(scene_seed(11, 5))
-    again = render_scene(scene_seed(11, 5))
+    first = render_scene(11, 5)
+    again = render_scene(11, 5)
     assert np.array_equal(first.image, again.image) and first.caption == again.caption
+    assert first.seed == 11 and first.meta["index"] == 5
 
 
 def test_labels_agree_masks_boxes_semantic_caption(small_world):

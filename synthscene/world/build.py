@@ -20,7 +20,7 @@ from synthscene.formats.coco import instances_to_annotations, new_coco
 from synthscene.formats.voc import save_semantic_png
 from synthscene.io import atomic_output_dir, write_json, write_jsonl
 from synthscene.world.classes import CLASS_NAMES, CLASSES
-from synthscene.world.render import render_scene, scene_seed
+from synthscene.world.render import render_scene
 
 # Scene indices of the val split start here, so train and val never share a scene
 # seed whatever their sizes.
@@ -54,7 +54,7 @@ def _write_split(root: Path, split: str, count: int, offset: int, seed: int, siz
     coco = new_coco(CLASS_NAMES, f"synthscene shapes world, {split}, seed {seed}")
     captions = []
     for i in tqdm(range(count), desc=f"world {split}", disable=not progress):
-        sample = render_scene(scene_seed(seed, offset + i), size)
+        sample = render_scene(seed, offset + i, size)
         name = f"{i:06d}.png"
         Image.fromarray(sample.image).save(root / split / "images" / name)
         save_semantic_png(sample.semantic, root / split / "semantic" / name)

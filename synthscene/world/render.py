@@ -38,14 +38,15 @@ def scene_seed(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, index])
 
 
-def render_scene(rng: np.random.Generator, size: int = 32) -> Sample:
-    """Draw one scene.
+def render_scene(seed: int, index: int, size: int = 32) -> Sample:
+    """Draw scene ``index`` of the world with ``seed`` (see ``scene_seed``).
 
     Returns:
         a ``Sample`` with an RGB uint8 [size, size, 3] image, exact instances (visible
         masks, tight boxes, class ids 0..5), a semantic mask (0 background, class id + 1)
         and a caption naming every instance.
     """
+    rng = scene_seed(seed, index)
     hsv = _background(rng, size)
     _draw_clutter(rng, hsv)
     masks, class_ids = _place_objects(rng, size)
@@ -62,7 +63,8 @@ def render_scene(rng: np.random.Generator, size: int = 32) -> Sample:
     for mask, class_id in zip(visible, class_ids):
         semantic[mask] = class_id + 1
     return Sample(image=image, instances=instances, semantic=semantic,
-                  caption=make_caption(rng, class_ids), seed=0)
+                  caption=make_caption(rng, class_ids), seed=seed,
+                  meta={"index": index})
 
 
 def make_caption(rng: np.random.Generator, class_ids: list[int]) -> str:
