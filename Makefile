@@ -16,10 +16,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/synthscene generate --prompts-file examples/shapes-prompts.txt --images-per-prompt 4 \
-		--out runs/demo --overwrite
-	$(BIN)/python -m synthscene.report.grid runs/demo runs/demo/grid.png
-	@echo "demo output: runs/demo (images, metadata.jsonl, run.json, grid.png)"
+	rm -rf runs/demo
+	$(BIN)/synthscene generate --spec examples/shapes-text2labels.yaml --out runs/demo
+	$(BIN)/synthscene gallery --in runs/demo
+	@echo "demo output: runs/demo (labelled shards, dataset_card.md, gallery/index.html)"
 
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q

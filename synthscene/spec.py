@@ -55,14 +55,49 @@ class SamplerSpec(_Strict):
 
 
 class Text2LabelsSpec(_Strict):
-    recipe: Literal["faithful"] = "faithful"
+    """How labels are read from a generation (see ``synthscene.methods.text2labels``).
+
+    ``faithful`` is Dataset Diffusion: class-prompt cross-attention, self-attention
+    exponentiation, per-class min-max, foreground / background thresholds with 255 between.
+    ``ours`` (default): where objects are from the prompt's own cross-attention over the
+    late steps, refined by GrabCut against the image; which class each region is from a
+    diffusion classifier over the named classes (a class that was not drawn claims nothing).
+    """
+
+    recipe: Literal["faithful", "ours"] = "ours"
     cross_resolutions: tuple[int, ...] = (16,)
+    # default: all steps for "faithful", the later half for "ours"
+    step_window: tuple[float, float] = None  # type: ignore[assignment]
+    min_instance_area: int = Field(4, ge=1)
+    # faithful
     self_resolution: int | None = Field(16, ge=1, le=32)
     self_attention_power: int = Field(4, ge=0, le=16)
-    step_window: tuple[float, float] = (0.0, 1.0)
     foreground: float = Field(0.6, ge=0.0, le=1.0)
     background: float = Field(0.5, ge=0.0, le=1.0)
-    min_instance_area: int = Field(4, ge=1)
+    # ours
+    objectness_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    grabcut_background_below: float = Field(0.4, ge=0.0, le=1.0)
+    grabcut_foreground_above: float = Field(0.95, ge=0.0, le=1.0)
+    grabcut_iterations: int = Field(3, ge=0, le=20)  # 0: plain threshold
+    classifier_timesteps: tuple[int, ...] = Field((850, 950), min_length=1)
+    classifier_repeats: int = Field(3, ge=1, le=32)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recipe_defaults(cls, data):
+        if isinstance(data, dict) and data.get("step_window") is None:
+            data = {**data, "step_window": (0.0, 1.0) if data.get("recipe") == "faithful" else (0.5, 1.0)}
+        return data
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.grabcut_background_below <= self.objectness_threshold <= self.grabcut_foreground_above:
+            raise ValueError("need grabcut_background_below <= objectness_threshold <= grabcut_foreground_above")
+        if not self.background <= self.foreground:
+            raise ValueError("need background <= foreground")
+        if not 0.0 <= self.step_window[0] < self.step_window[1] <= 1.0:
+            raise ValueError(f"step_window must satisfy 0 <= first < last <= 1, got {self.step_window}")
+        return self
 
 
 class DatasetSpec(_Strict):

@@ -12,7 +12,7 @@ import yaml
 from synthscene.methods import text2labels
 from synthscene.methods.text2labels import generate_dataset
 from synthscene.plan import plan_dataset
-from synthscene.spec import DatasetSpec, SpecError, load_spec
+from synthscene.spec import DatasetSpec, SpecError, Text2LabelsSpec, load_spec
 from synthscene.store import load_sample, read_records
 
 
@@ -35,12 +35,15 @@ def _digest(root):
     return digest.hexdigest()
 
 
-def test_samples_have_consistent_labels(tiny_pipeline_dir, tmp_path):
-    out = generate_dataset(_spec(tiny_pipeline_dir), tmp_path / "run", progress=False)
+@pytest.mark.parametrize("recipe", ["ours", "faithful"])
+def test_samples_have_consistent_labels(tiny_pipeline_dir, tmp_path, recipe):
+    labels = {"recipe": recipe, "cross_resolutions": [8], "self_resolution": 8, "min_instance_area": 1}
+    out = generate_dataset(_spec(tiny_pipeline_dir, text2labels=labels), tmp_path / "run", progress=False)
     records = list(read_records(out))
     assert [r["index"] for _, r in records] == list(range(5))
     assert len(list((out / "shards").iterdir())) == 3
     tasks = plan_dataset(_spec(tiny_pipeline_dir))
+    assert yaml.safe_load((out / "spec.resolved.yaml").read_text())["text2labels"]["recipe"] == recipe
     for (shard, record), task in zip(records, tasks):
         sample = load_sample(shard, record)
         assert sample.caption == task.prompt and sample.seed == task.seed
@@ -156,3 +159,45 @@ def test_semantic_for_classes_maps_prompt_order_to_dataset_ids_and_keeps_ignore(
     scores[1, 0, 2] = 0.8
     semantic = text2labels.semantic_for_classes(scores, (4, 1), Text2LabelsSpec())
     assert semantic.tolist() == [[5, 255, 2]]
+
+
+def test_recipe_defaults_and_parameter_order():
+    assert Text2LabelsSpec().recipe == "ours" and Text2LabelsSpec().step_window == (0.5, 1.0)
+    assert Text2LabelsSpec(recipe="faithful").step_window == (0.0, 1.0)
+    assert Text2LabelsSpec(recipe="faithful", step_window=(0.25, 1.0)).step_window == (0.25, 1.0)
+    with pytest.raises(ValueError, match="grabcut_background_below"):
+        Text2LabelsSpec(objectness_threshold=0.3, grabcut_background_below=0.4)
+    with pytest.raises(ValueError, match="step_window"):
+        Text2LabelsSpec(step_window=(0.8, 0.2))
+
+
+def test_ours_beats_faithful_on_the_embedded_model():
+    """Both recipes label the same 8 generated images of the example spec; scored by the oracle."""
+    from synthscene.models.load import load_pipeline
+    from synthscene.world import oracle_semantic
+    from synthscene.world.oracle import confusion_matrix, miou_from_confusion
+
+    spec = load_spec("examples/shapes-text2labels.yaml").model_copy(update={"num_samples": 8, "batch_size": 8})
+    assert spec.text2labels.recipe == "ours"
+    pipe = load_pipeline(spec.model)
+    tasks = plan_dataset(spec)
+    miou = {}
+    for params in (spec.text2labels, Text2LabelsSpec(recipe="faithful")):
+        captured = text2labels.capture_batch(pipe, tasks, spec.model_copy(update={"text2labels": params}))
+        confusion = np.zeros((7, 7), np.int64)
+        for b, task in enumerate(tasks):
+            sample = text2labels.label_sample(pipe.tokenizer, captured, b, task, params, 6)
+            assert set(np.unique(sample.semantic).tolist()) - {0, 255} <= {c + 1 for c in task.class_ids}
+            confusion += confusion_matrix(sample.semantic, oracle_semantic(sample.image), 7)
+        miou[params.recipe] = miou_from_confusion(confusion)[0]
+    assert miou["ours"] > 0.45 and miou["ours"] > miou["faithful"] + 0.1, miou
+
+
+def test_ours_refuses_an_sdxl_unet_before_writing_anything():
+    from tests.tiny_models import tiny_pipeline
+
+    with pytest.raises(ValueError, match="faithful"):
+        text2labels.check_recipe(tiny_pipeline("sdxl"), Text2LabelsSpec())
+    text2labels.check_recipe(tiny_pipeline("sdxl"), Text2LabelsSpec(recipe="faithful"))
+    with pytest.raises(ValueError, match="training timesteps"):
+        text2labels.check_recipe(tiny_pipeline("sd1"), Text2LabelsSpec(classifier_timesteps=(1200,)))

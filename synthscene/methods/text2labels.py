@@ -1,10 +1,18 @@
-"""Text -> image + semantic mask + instances (Dataset Diffusion, NeurIPS 2023).
+"""Text -> image + semantic mask + instances (after Dataset Diffusion, NeurIPS 2023).
 
-The image is generated from the prompt alone. Labels are read from attention: the
-class names are encoded as a separate "class prompt" (the caption, then "; " and the
-class words, so their embeddings see the caption); each cross-attention layer scores the
-image's queries against the class prompt's keys. Maps are refined with exponentiated
-self-attention and thresholded into a semantic mask with an uncertain band (255).
+The image is generated from the prompt alone; labels are read while it is made.
+
+- ``faithful`` (Dataset Diffusion): the class names are encoded as a separate "class
+  prompt" (the caption, then "; " and the class words, so their embeddings see the
+  caption); each cross-attention layer scores the image's queries against its keys. Maps
+  are refined with exponentiated self-attention, min-max normalised per class and
+  thresholded into a semantic mask with an uncertain band (255).
+- ``ours``: objectness is the prompt's own cross-attention to everything from the first
+  class word on (on the embedded model the end-of-text and padding tokens carry the
+  objects, on SD the words do), over the later steps; GrabCut sharpens it against the
+  image; each connected region takes the named class with the lowest denoising error
+  (``synthscene.label.classify``). Per-class min-max is gone, so a named class that was
+  not drawn claims no pixels.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -23,14 +32,17 @@ from synthscene.label.attention_maps import (
     IGNORE_INDEX,
     class_maps,
     min_max_per_class,
+    objectness_map,
     refine_with_self_attention,
     semantic_from_scores,
     upsample_scores,
 )
+from synthscene.label.classify import denoising_errors
 from synthscene.label.instances import instances_from_semantic
+from synthscene.label.refine import grabcut_foreground
 from synthscene.models.load import load_pipeline, model_fingerprint
 from synthscene.models.schedulers import set_scheduler
-from synthscene.plan import SampleTask, plan_dataset, sample_generator
+from synthscene.plan import SampleTask, plan_dataset, sample_generator, sample_seed
 from synthscene.provenance import run_record
 from synthscene.records import Sample
 from synthscene.report.card import write_dataset_card
@@ -51,6 +63,7 @@ def generate_dataset(spec: DatasetSpec, out: str | Path, resume: bool = False, p
     tasks = plan_dataset(spec)
     pipe = load_pipeline(spec.model)
     set_scheduler(pipe, spec.sampler.scheduler)
+    check_recipe(pipe, spec.text2labels)
     for task in tasks:
         check_task(pipe.tokenizer, task)
 
@@ -75,6 +88,20 @@ def generate_dataset(spec: DatasetSpec, out: str | Path, resume: bool = False, p
     return out
 
 
+def check_recipe(pipe, params: Text2LabelsSpec) -> None:
+    """The ``ours`` recipe's diffusion classifier needs a text-only UNet and a training
+    schedule that reaches its timesteps."""
+    if params.recipe != "ours":
+        return
+    if pipe.unet.config.addition_embed_type is not None:
+        raise ValueError("recipe 'ours' classifies regions with a text-conditioned UNet (SD 1.x / 2.x); "
+                         "this model needs extra conditioning (SDXL): use recipe 'faithful'")
+    steps = len(pipe.scheduler.alphas_cumprod)
+    if max(params.classifier_timesteps) >= steps:
+        raise ValueError(f"classifier_timesteps {params.classifier_timesteps} must be below the model's "
+                         f"{steps} training timesteps")
+
+
 def check_task(tokenizer, task: SampleTask) -> None:
     """Every class word must be in the prompt, inside the 77-token window."""
     limit = tokenizer.model_max_length
@@ -89,44 +116,94 @@ def check_task(tokenizer, task: SampleTask) -> None:
 
 @dataclass
 class CapturedBatch:
-    """Generated images and the attention maps captured while making them."""
+    """Generated images and what was captured while making them."""
 
     images: np.ndarray  # uint8 [B, H, W, 3]
-    cross: dict  # {(h, w): float [B, T, h, w]} against the class prompts
-    self_attention: torch.Tensor | None  # float [B, N, N]
+    cross: dict  # {(h, w): float [B, T, h, w]}; T: class-prompt tokens (faithful) or prompt tokens (ours)
+    self_attention: torch.Tensor | None  # float [B, N, N] (faithful)
+    class_errors: list[torch.Tensor | None] | None = None  # per sample [K, h, w] denoising errors (ours)
 
 
 def capture_batch(pipe, tasks: list[SampleTask], spec: DatasetSpec) -> CapturedBatch:
     """Generate one batch with attention capture; each sample has its own generator."""
     params = spec.text2labels
+    faithful = params.recipe == "faithful"
     store = AttentionStore(
-        CaptureConfig(cross_resolutions=params.cross_resolutions, self_resolution=params.self_resolution,
+        CaptureConfig(cross_resolutions=params.cross_resolutions,
+                      self_resolution=params.self_resolution if faithful else None,
                       step_window=params.step_window),
         num_steps=spec.sampler.steps, guidance=spec.sampler.guidance > 1.0,
-        class_embeddings=encode_for_store(pipe, [class_prompt(t)[0] for t in tasks]),
+        class_embeddings=encode_for_store(pipe, [class_prompt(t)[0] for t in tasks]) if faithful else None,
     )
+    final = {}
+
+    def keep_latents(pipeline, step, timestep, tensors):
+        final["latents"] = tensors["latents"]
+        return tensors
+
     with torch.no_grad(), capture_attention(pipe.unet, store):
         images = pipe([t.prompt for t in tasks], num_inference_steps=spec.sampler.steps,
                       guidance_scale=spec.sampler.guidance, generator=[sample_generator(t.seed) for t in tasks],
-                      output_type="np").images
-    return CapturedBatch((images * 255).round().astype(np.uint8), store.cross_maps(), store.self_map())
+                      output_type="np", callback_on_step_end=keep_latents).images
+    class_errors = None if faithful else [_class_errors(pipe, final["latents"][b], task, params)
+                                          for b, task in enumerate(tasks)]
+    return CapturedBatch((images * 255).round().astype(np.uint8), store.cross_maps(), store.self_map(), class_errors)
+
+
+def _class_errors(pipe, latents: torch.Tensor, task: SampleTask, params: Text2LabelsSpec) -> torch.Tensor | None:
+    """Denoising errors [K, h, w] of one sample under each named class (None for one class)."""
+    if len(task.words) == 1:
+        return None
+    # its own noise stream, so labels do not depend on the batch the sample ran in
+    generator = sample_generator(sample_seed(task.seed, 1))
+    embeddings = encode_for_store(pipe, [attention_word(w) for w in task.words])
+    return denoising_errors(pipe.unet, pipe.scheduler, latents, embeddings, params.classifier_timesteps,
+                            params.classifier_repeats, generator)
 
 
 def label_sample(tokenizer, captured: CapturedBatch, b: int, task: SampleTask, params: Text2LabelsSpec,
                  num_classes: int) -> Sample:
     """Semantic mask, instances and scores of sample ``b`` of a captured batch."""
     image = captured.images[b]
-    text, start = class_prompt(task)
-    groups = [token_indices(tokenizer, text, attention_word(w), start) for w in task.words]
-    scores = label_scores({hw: m[b] for hw, m in captured.cross.items()}, groups,
-                          None if captured.self_attention is None else captured.self_attention[b], params)
-    scores = upsample_scores(scores, image.shape[:2])
-    semantic = semantic_for_classes(scores, task.class_ids, params)
-    full_scores = np.zeros((num_classes, *image.shape[:2]), np.float32)
-    full_scores[list(task.class_ids)] = scores.numpy()
+    cross = {hw: m[b] for hw, m in captured.cross.items()}
+    if params.recipe == "faithful":
+        text, start = class_prompt(task)
+        groups = [token_indices(tokenizer, text, attention_word(w), start) for w in task.words]
+        scores = label_scores(cross, groups, None if captured.self_attention is None else captured.self_attention[b],
+                              params)
+        scores = upsample_scores(scores, image.shape[:2])
+        semantic = semantic_for_classes(scores, task.class_ids, params)
+        full_scores = np.zeros((num_classes, *image.shape[:2]), np.float32)
+        full_scores[list(task.class_ids)] = scores.numpy()
+    else:
+        semantic, full_scores = _label_ours(tokenizer, image, cross, captured.class_errors[b], task, params,
+                                            num_classes)
     instances, dropped = instances_from_semantic(semantic, full_scores, params.min_instance_area, num_classes)
     meta = {"index": task.index, "class_ids": list(task.class_ids), "dropped_small": dropped}
     return Sample(image, instances, semantic, task.prompt, task.seed, meta)
+
+
+def _label_ours(tokenizer, image: np.ndarray, cross: dict, class_errors: torch.Tensor | None, task: SampleTask,
+                params: Text2LabelsSpec, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(semantic uint8 [H, W], scores float [C, H, W]) by the ``ours`` recipe."""
+    size = image.shape[:2]
+    first = min(token_indices(tokenizer, task.prompt, attention_word(w))[0] for w in task.words)
+    objectness = upsample_scores(objectness_map(cross, first)[None], size)[0].numpy()
+    foreground = grabcut_foreground(image, objectness, params.objectness_threshold, params.grabcut_background_below,
+                                    params.grabcut_foreground_above, params.grabcut_iterations)
+    count, regions = cv2.connectedComponents(foreground.astype(np.uint8), connectivity=8)
+    semantic = np.zeros(size, np.uint8)
+    errors = None
+    if class_errors is not None:
+        errors = torch.nn.functional.interpolate(class_errors[None], size=size, mode="bilinear",
+                                                 align_corners=False)[0].numpy()
+    for region in range(1, count):
+        pixels = regions == region
+        best = 0 if errors is None else int(errors[:, pixels].mean(axis=1).argmin())
+        semantic[pixels] = task.class_ids[best] + 1
+    # an instance's score: its mean objectness
+    scores = np.repeat(objectness[None].astype(np.float32), num_classes, axis=0)
+    return semantic, scores
 
 
 def label_batch(pipe, tasks: list[SampleTask], spec: DatasetSpec) -> list[Sample]:

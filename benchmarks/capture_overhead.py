@@ -1,0 +1,65 @@
+"""Wall time of generation with attention capture / without, same model, steps, batch, seeds.
+
+    .venv/bin/python benchmarks/capture_overhead.py [--steps 2] [--repeats 3]
+
+``ratio``: on a UNet with SD 1.5's geometry (random weights, 512 px = 64x64 latents,
+classifier-free guidance), capturing what the labels need: cross-attention at 16x16 and
+the 32x32 self-attention (the faithful recipe's set, the larger of the two recipes).
+Goal <= 1.05. ``embedded_ratio``: the same on the embedded shapes model (25 steps, 16
+images). Plain and captured runs alternate; each figure is the fastest of ``--repeats``.
+The ``ours`` recipe also runs the diffusion classifier after generation (a few UNet
+calls per sample); its end-to-end cost is in ``benchmarks/label_quality.py``'s seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import time
+
+import torch
+from sd15_geometry import sd15_geometry_pipeline
+
+from synthscene.capture import AttentionStore, CaptureConfig, capture_attention
+from synthscene.models.load import load_pipeline
+
+
+def _time_generation(pipe, prompts, steps, capture: CaptureConfig | None) -> float:
+    store = AttentionStore(capture, num_steps=steps, guidance=True) if capture else None
+    context = capture_attention(pipe.unet, store) if capture else contextlib.nullcontext()
+    generators = [torch.Generator().manual_seed(i) for i in range(len(prompts))]
+    started = time.perf_counter()
+    with torch.no_grad(), context:
+        pipe(prompts, num_inference_steps=steps, guidance_scale=7.5, generator=generators, output_type="np")
+    return time.perf_counter() - started
+
+
+def overhead(pipe, prompts, steps, capture: CaptureConfig, repeats: int) -> dict:
+    _time_generation(pipe, prompts, 1, None)  # warm-up
+    plain, captured = [], []
+    for _ in range(repeats):
+        plain.append(_time_generation(pipe, prompts, steps, None))
+        captured.append(_time_generation(pipe, prompts, steps, capture))
+    return {"plain_s": round(min(plain), 3), "capture_s": round(min(captured), 3),
+            "ratio": round(min(captured) / min(plain), 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_grad_enabled(False)
+    sd15 = overhead(sd15_geometry_pipeline(), ["a photo of a cat and a dog"], args.steps,
+                    CaptureConfig(cross_resolutions=(16,), self_resolution=32), args.repeats)
+    print("sd1.5 geometry:", sd15, flush=True)
+    embedded = overhead(load_pipeline("embedded"), ["a photo of a ball and a leaf"] * 16, 25,
+                        CaptureConfig(cross_resolutions=(16,), self_resolution=16), args.repeats)
+    print("embedded:", embedded, flush=True)
+    print(json.dumps({"ratio": sd15["ratio"], "embedded_ratio": embedded["ratio"], "goal_ratio": 1.05,
+                      "sd15": sd15, "embedded": embedded, "steps": args.steps}))
+
+
+if __name__ == "__main__":
+    main()
