@@ -117,15 +117,48 @@ def generate(
 @_friendly_errors
 def export(
     run: Annotated[Path, typer.Option("--in", help="A run folder written by generate --spec.")],
-    format: Annotated[str, typer.Option(help="coco or voc.")],
+    format: Annotated[str, typer.Option(help="coco, lvis or voc.")],
     out: Annotated[Path, typer.Option(help="Output folder (must not exist or be empty).")],
+    negatives: Annotated[str, typer.Option(help="LVIS: 'none', or 'unnamed' to declare classes the prompt "
+                                                "did not name absent (neg_category_ids).")] = "none",
     overwrite: bool = False,
 ):
-    """Export a run's samples as COCO instances (RLE) or a VOC-style segmentation set."""
+    """Export a run's samples as COCO / LVIS instances (RLE) or a VOC-style segmentation set."""
     from synthscene.formats.export import export_run
 
-    export_run(run, format, out, overwrite=overwrite)
+    export_run(run, format, out, overwrite=overwrite, negatives=negatives)
     typer.echo(f"wrote {format} export of {run} to {out}")
+
+
+@app.command()
+@_friendly_errors
+def merge(
+    real: Annotated[Path, typer.Option(help="The real COCO or LVIS instances JSON.")],
+    synthetic: Annotated[Path, typer.Option(help="A synthetic instances JSON of the same format (export).")],
+    out: Annotated[Path, typer.Option(help="The merged JSON file to write.")],
+    add_categories: Annotated[bool, typer.Option(help="Append synthetic categories the real file lacks.")] = False,
+    real_images: Annotated[Path | None, typer.Option(help="Image folder of the real file: check sizes.")] = None,
+    synthetic_images: Annotated[Path | None, typer.Option(help="Image folder of the synthetic file.")] = None,
+    overwrite: bool = False,
+):
+    """Append synthetic images and annotations to a real COCO / LVIS file (ids offset past the
+    real maxima, categories matched by name or synonym, counts updated)."""
+    from synthscene.formats.merge import check_sizes, load_instances, merge_instances
+    from synthscene.io import OutputExistsError, write_json
+
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"{out} already exists (use --overwrite)")
+    real_data, synthetic_data = load_instances(real), load_instances(synthetic)
+    check_sizes(real_data, str(real), real_images)
+    check_sizes(synthetic_data, str(synthetic), synthetic_images)
+    merged = merge_instances(real_data, synthetic_data, add_categories=add_categories)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_json(out, merged)
+    except OSError as err:
+        raise PermissionError(f"cannot write {out}: {err.strerror}") from err
+    added = len(merged["images"]) - len(real_data["images"])
+    typer.echo(f"wrote {out}: {len(real_data['images'])} real + {added} synthetic images")
 
 
 @app.command()

@@ -37,6 +37,7 @@ class _Strict(BaseModel):
 class ClassSpec(_Strict):
     name: str = Field(min_length=1)
     synonyms: tuple[str, ...] = ()
+    definition: str = ""  # LVIS-style gloss, exported as the category's "def"
     # templates for this class alone, "{name}" is replaced; default: the spec's templates
     prompts: tuple[str, ...] = ()
 

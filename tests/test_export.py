@@ -1,30 +1,15 @@
-import contextlib
-import io
 import json
 
 import numpy as np
 import pytest
-from faster_coco_eval import COCO as FasterCOCO
-from faster_coco_eval import COCOeval_faster
 from PIL import Image
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 from typer.testing import CliRunner
 
 from synthscene.cli import app
 from synthscene.formats.export import export_run
 from synthscene.formats.voc import IGNORE_INDEX
 from synthscene.store import load_sample, read_records
-
-
-def _gt_as_detections(coco_dict):
-    return [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],
-             "segmentation": a["segmentation"], "score": 1.0} for a in coco_dict["annotations"]]
-
-
-def _quiet(fn):
-    with contextlib.redirect_stdout(io.StringIO()):
-        return fn()
+from tests.coco_eval_helpers import self_ap
 
 
 def test_coco_export_loads_and_gt_scores_ap_1(tiny_run, tmp_path):
@@ -37,18 +22,7 @@ def test_coco_export_loads_and_gt_scores_ap_1(tiny_run, tmp_path):
     for ann in data["annotations"]:
         assert ann["iscrowd"] == 0 and ann["area"] > 0
     for kind in ("bbox", "segm"):
-        gt = _quiet(lambda: COCO(str(path)))
-        dt = _quiet(lambda gt=gt: gt.loadRes(_gt_as_detections(data)))
-        ev = COCOeval(gt, dt, kind)
-        _quiet(lambda ev=ev: (ev.evaluate(), ev.accumulate(), ev.summarize()))
-        assert ev.stats[0] == pytest.approx(1.0)
-        fgt = _quiet(lambda: FasterCOCO(str(path)))
-        fdt = fgt.loadRes(_gt_as_detections(data))
-        fev = COCOeval_faster(fgt, fdt, kind, print_function=lambda *a: None)
-        fev.evaluate()
-        fev.accumulate()
-        fev.summarize()
-        assert fev.stats[0] == pytest.approx(1.0)
+        assert self_ap(path, kind) == {"pycocotools": pytest.approx(1.0), "faster": pytest.approx(1.0)}
     # areas equal the stored masks' pixel counts
     shard, record = records[0]
     sample = load_sample(shard, record)
