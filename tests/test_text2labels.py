@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from synthscene.methods import text2labels
+from synthscene.methods import runner, text2labels
 from synthscene.methods.text2labels import generate_dataset
 from synthscene.plan import plan_dataset
 from synthscene.spec import DatasetSpec, SpecError, Text2LabelsSpec, load_spec
@@ -70,17 +70,17 @@ def test_same_spec_same_bytes(tiny_pipeline_dir, tmp_path):
 
 def test_resume_after_a_failure_matches_a_straight_run(tiny_pipeline_dir, tmp_path, monkeypatch):
     straight = generate_dataset(_spec(tiny_pipeline_dir), tmp_path / "straight", progress=False)
-    real_write = text2labels.write_shard
+    real_write = runner.write_shard
 
     def failing_write(root, number, samples):
         if number == 1:
             raise RuntimeError("simulated crash")
         return real_write(root, number, samples)
 
-    monkeypatch.setattr(text2labels, "write_shard", failing_write)
+    monkeypatch.setattr(runner, "write_shard", failing_write)
     with pytest.raises(RuntimeError, match="simulated crash"):
         generate_dataset(_spec(tiny_pipeline_dir), tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(text2labels, "write_shard", real_write)
+    monkeypatch.setattr(runner, "write_shard", real_write)
     resumed = generate_dataset(_spec(tiny_pipeline_dir), tmp_path / "resumed", resume=True, progress=False)
     assert _digest(resumed) == _digest(straight)
 

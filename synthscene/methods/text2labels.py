@@ -23,11 +23,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from synthscene.capture import AttentionStore, CaptureConfig, capture_attention, encode_for_store
 from synthscene.capture.tokens import attention_word, token_indices
-from synthscene.io import write_json, write_jsonl
 from synthscene.label.attention_maps import (
     IGNORE_INDEX,
     class_maps,
@@ -40,14 +38,12 @@ from synthscene.label.attention_maps import (
 from synthscene.label.classify import denoising_errors
 from synthscene.label.instances import instances_from_semantic
 from synthscene.label.refine import grabcut_foreground
-from synthscene.models.load import load_pipeline, model_fingerprint
+from synthscene.methods.runner import run_shards
+from synthscene.models.load import load_pipeline
 from synthscene.models.schedulers import set_scheduler
 from synthscene.plan import SampleTask, plan_dataset, sample_generator, sample_seed
-from synthscene.provenance import run_record
 from synthscene.records import Sample
-from synthscene.report.card import write_dataset_card
-from synthscene.spec import DatasetSpec, Text2LabelsSpec, dump_spec
-from synthscene.store import shard_is_done, write_shard
+from synthscene.spec import DatasetSpec, Text2LabelsSpec
 
 
 def class_prompt(task: SampleTask) -> tuple[str, int]:
@@ -58,34 +54,15 @@ def class_prompt(task: SampleTask) -> tuple[str, int]:
 
 def generate_dataset(spec: DatasetSpec, out: str | Path, resume: bool = False, progress: bool = True) -> Path:
     """Make ``spec.num_samples`` labelled samples in ``out`` (see ``synthscene.store``)."""
-    # 1. plan, load the model, and check every prompt before writing anything
-    out = Path(out)
+    # plan, load the model, and check every prompt before writing anything
     tasks = plan_dataset(spec)
     pipe = load_pipeline(spec.model)
     set_scheduler(pipe, spec.sampler.scheduler)
     check_recipe(pipe, spec.text2labels)
     for task in tasks:
         check_task(pipe.tokenizer, task)
-
-    # 2. the run's hand-off files first: resolved spec, manifest, provenance
-    _prepare_run_folder(out, spec, tasks, resume)
-    write_json(out / "run.json", run_record(spec.model_dump(mode="json"), model_fingerprint(pipe)), indent=2)
-
-    # 3. shards, skipping finished ones on resume
-    shards = [tasks[i : i + spec.shard_size] for i in range(0, len(tasks), spec.shard_size)]
-    bar = tqdm(total=len(tasks), desc="text2labels", disable=not progress)
-    for number, shard_tasks in enumerate(shards):
-        if shard_is_done(out, number):
-            bar.update(len(shard_tasks))
-            continue
-        samples = []
-        for start in range(0, len(shard_tasks), spec.batch_size):
-            samples += label_batch(pipe, shard_tasks[start : start + spec.batch_size], spec)
-            bar.update(min(spec.batch_size, len(shard_tasks) - start))
-        write_shard(out, number, samples)
-    bar.close()
-    write_dataset_card(out)
-    return out
+    return run_shards(spec, Path(out), tasks, pipe, lambda batch: label_batch(pipe, batch, spec), resume, progress,
+                      "text2labels")
 
 
 def check_recipe(pipe, params: Text2LabelsSpec) -> None:
@@ -234,22 +211,3 @@ def semantic_for_classes(scores: torch.Tensor, class_ids, params: Text2LabelsSpe
     lookup[1 : len(class_ids) + 1] = [c + 1 for c in class_ids]
     lookup[IGNORE_INDEX] = IGNORE_INDEX
     return lookup[local]
-
-
-def _prepare_run_folder(out: Path, spec: DatasetSpec, tasks: list[SampleTask], resume: bool) -> None:
-    manifest = out / "manifest.jsonl"
-    resolved = dump_spec(spec)
-    if resume:
-        if not manifest.is_file():
-            raise FileNotFoundError(f"cannot resume: {manifest} does not exist")
-        if (out / "spec.resolved.yaml").read_text() != resolved:
-            raise ValueError(f"cannot resume: the spec differs from the one {out} was started with")
-        return
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"output folder {out} already exists and is not empty (use --resume to continue it)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise PermissionError(f"cannot write to {out}: {err.strerror}") from err
-    (out / "spec.resolved.yaml").write_text(resolved)
-    write_jsonl(manifest, [t.to_json() for t in tasks])
