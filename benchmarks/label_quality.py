@@ -6,6 +6,14 @@ Both recipes label the same images: each batch is generated once per recipe from
 seeds (capture does not change the images). Pixels a recipe marks uncertain (255) are left
 out of its confusion matrix; their share is reported. Last line: JSON with ``miou`` (ours),
 ``miou_faithful`` (Dataset Diffusion), ``per_class`` (ours) and ``per_class_faithful``.
+
+    .venv/bin/python benchmarks/label_quality.py --mosaic [--images 50] [--spec examples/shapes-mosaic.yaml]
+
+scores MosaicFusion's instance masks instead: for every region that gives instances, the IoU
+of their union with the oracle's pixels of its class in the part of the canvas the region owns;
+``mask_miou`` (their mean) and ``kept_fraction`` (regions kept / regions) for the default mode,
+``mask_miou_strict`` / ``kept_fraction_strict`` for MosaicFusion's rule (every region exactly one
+instance, or the image is dropped).
 """
 
 from __future__ import annotations
@@ -17,21 +25,67 @@ import time
 import numpy as np
 from tqdm import tqdm
 
+from synthscene.capture import CaptureConfig
 from synthscene.label.attention_maps import IGNORE_INDEX
+from synthscene.methods.mosaic import generate_mosaic, plan_layout, plan_mosaics, region_instances
 from synthscene.methods.text2labels import capture_batch, check_task, label_sample
 from synthscene.models.load import load_pipeline
 from synthscene.models.schedulers import set_scheduler
-from synthscene.plan import plan_dataset
+from synthscene.plan import plan_dataset, sample_generator, sample_seed
 from synthscene.spec import Text2LabelsSpec, load_spec
 from synthscene.world import CLASS_NAMES, oracle_semantic
 from synthscene.world.oracle import confusion_matrix, miou_from_confusion
 
+DEFAULT_SPEC = "examples/shapes-text2labels.yaml"
+
+
+def _region_iou(instances, truth, owners, k, task) -> float:
+    """IoU of a region's instances with the oracle's pixels of its class that it owns."""
+    mask = np.any([m for m, _ in instances], axis=0)
+    target = (truth == task.class_ids[k] + 1) & (owners == k)
+    return (mask & target).sum() / max(1, (mask | target).sum())
+
+
+def mosaic_quality(spec_path: str, images: int) -> None:
+    started = time.perf_counter()
+    spec = load_spec(spec_path).model_copy(update={"num_samples": images})
+    pipe = load_pipeline(spec.model)
+    set_scheduler(pipe, spec.sampler.scheduler)
+    params = spec.mosaic.model_copy(update={"strict": False})
+    strict_params = spec.mosaic.model_copy(update={"strict": True})
+    ious, strict_ious, regions, strict_kept = [], [], 0, 0
+    for task in tqdm(plan_mosaics(spec), desc="mosaic label quality"):
+        layout = plan_layout(params, pipe, np.random.default_rng(sample_seed(task.seed, 2)))
+        result = generate_mosaic(pipe, list(task.region_prompts), layout, spec.sampler.steps, spec.sampler.guidance,
+                                 sample_generator(task.seed), params.batched,
+                                 CaptureConfig(cross_resolutions=(), step_window=params.step_window))
+        found = region_instances(pipe.tokenizer, result, layout, task, params)
+        truth, owners = oracle_semantic(result.image), layout.owners()
+        image_ious = [_region_iou(instances, truth, owners, k, task) for k, instances in enumerate(found) if instances]
+        masks = found
+        regions += len(masks)
+        ious += image_ious
+        strict = region_instances(pipe.tokenizer, result, layout, task, strict_params)
+        if all(strict):
+            strict_ious += [_region_iou(instances, truth, owners, k, task) for k, instances in enumerate(strict)]
+            strict_kept += len(strict)
+    result = {"mask_miou": round(float(np.mean(ious)), 4) if ious else 0.0,
+              "kept_fraction": round(len(ious) / regions, 4),
+              "mask_miou_strict": round(float(np.mean(strict_ious)), 4) if strict_ious else 0.0,
+              "kept_fraction_strict": round(strict_kept / regions, 4),
+              "images": images, "regions": regions, "goal": "mask_miou >= 0.8 with kept_fraction >= 0.8",
+              "seconds": round(time.perf_counter() - started, 1)}
+    print(json.dumps(result))
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", default="examples/shapes-text2labels.yaml")
+    parser.add_argument("--spec", default=DEFAULT_SPEC)
     parser.add_argument("--images", type=int, default=100)
+    parser.add_argument("--mosaic", action="store_true", help="score MosaicFusion's instance masks")
     args = parser.parse_args()
+    if args.mosaic:
+        return mosaic_quality(args.spec if args.spec != DEFAULT_SPEC else "examples/shapes-mosaic.yaml", args.images)
     started = time.perf_counter()
     spec = load_spec(args.spec).model_copy(update={"num_samples": args.images})
     if [c.name for c in spec.classes] != list(CLASS_NAMES):

@@ -98,12 +98,15 @@ def generate(
 ):
     """Generate labelled samples from a spec, or plain images from prompts."""
     if spec is not None:
-        from synthscene.methods.text2labels import generate_dataset
         from synthscene.spec import load_spec
 
         dataset_spec = load_spec(spec)
-        generate_dataset(dataset_spec, out, resume=resume)
-        typer.echo(f"wrote {dataset_spec.num_samples} labelled samples to {out}")
+        if dataset_spec.method == "mosaic":
+            from synthscene.methods.mosaic import generate_mosaics as run
+        else:
+            from synthscene.methods.text2labels import generate_dataset as run
+        run(dataset_spec, out, resume=resume)
+        typer.echo(f"wrote {dataset_spec.method} run of {dataset_spec.num_samples} samples to {out}")
         return
     from synthscene.generate import generate_images, read_prompts
 

@@ -30,14 +30,19 @@ class SampleTask:
     prompt: str
     class_ids: tuple[int, ...]  # 0-based into the spec's classes, in prompt order
     words: tuple[str, ...]  # the word of each class as it appears in the prompt
+    region_prompts: tuple[str, ...] = ()  # mosaic: one prompt per region (class_ids, words per region)
 
     def to_json(self) -> dict:
-        return {"index": self.index, "seed": self.seed, "prompt": self.prompt, "class_ids": list(self.class_ids),
-                "words": list(self.words)}
+        row = {"index": self.index, "seed": self.seed, "prompt": self.prompt, "class_ids": list(self.class_ids),
+               "words": list(self.words)}
+        if self.region_prompts:
+            row["region_prompts"] = list(self.region_prompts)
+        return row
 
     @classmethod
     def from_json(cls, row: dict) -> SampleTask:
-        return cls(row["index"], row["seed"], row["prompt"], tuple(row["class_ids"]), tuple(row["words"]))
+        return cls(row["index"], row["seed"], row["prompt"], tuple(row["class_ids"]), tuple(row["words"]),
+                   tuple(row.get("region_prompts", ())))
 
 
 def plan_dataset(spec) -> list[SampleTask]:

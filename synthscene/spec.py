@@ -38,6 +38,7 @@ class ClassSpec(_Strict):
     name: str = Field(min_length=1)
     synonyms: tuple[str, ...] = ()
     definition: str = ""  # LVIS-style gloss, exported as the category's "def"
+    frequency: Literal["r", "c", "f"] | None = None  # LVIS frequency group, if known
     # templates for this class alone, "{name}" is replaced; default: the spec's templates
     prompts: tuple[str, ...] = ()
 
@@ -101,6 +102,59 @@ class Text2LabelsSpec(_Strict):
         return self
 
 
+class MosaicSpec(_Strict):
+    """MosaicFusion: one prompt per region of a canvas, labels per region.
+
+    Sizes are in pixels. ``region_size`` defaults to the model's native size and
+    ``overlap`` to MosaicFusion's 48x64 at 512 px, scaled to it; the canvas is the grid
+    of regions minus the overlaps, rounded up to a multiple of the VAE factor x 8.
+    """
+
+    grid: tuple[int, int] = (2, 2)  # rows, columns (or give ``regions``: 1, 2 or a square number)
+    region_size: tuple[int, int] | None = None
+    overlap: tuple[int, int] | None = None
+    canvas: tuple[int, int] | None = None
+    jitter: tuple[float, float] = (0.75, 1.25)  # split points move by this factor of a region
+    prompt_template: str = "a photo of a single {name}, {definition}"
+    batched: bool = True  # all regions in one UNet call per step; False: one after another
+    strict: bool = False  # MosaicFusion: drop an image unless every region gives one instance
+    categories: tuple[str, ...] = ()  # draw regions from these classes only (default: all)
+    area_range: tuple[float, float] = (0.05, 0.95)  # instance area / region area
+    # labels read the finest cross-attention resolution of the windows, over these steps
+    step_window: tuple[float, float] = (0.5, 1.0)
+    grabcut_iterations: int = Field(3, ge=0, le=20)
+    # optional: refine each instance with SAM prompted by its box (hub id or local folder)
+    sam_model: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _grid_from_regions(cls, data):
+        if isinstance(data, dict) and "regions" in data:
+            data = dict(data)
+            count = data.pop("regions")
+            side = round(count ** 0.5) if isinstance(count, int) and count > 0 else 0
+            if isinstance(count, int) and count in (1, 2):
+                data["grid"] = (1, count)
+            elif side > 0 and side * side == count:
+                data["grid"] = (side, side)
+            else:
+                raise ValueError(f"{count!r} regions do not tile a canvas: use 1, 2, a square number, or a grid")
+        return data
+
+    @model_validator(mode="after")
+    def _valid(self):
+        if min(self.grid) < 1:
+            raise ValueError(f"grid {self.grid} needs at least one row and one column")
+        low, high = self.jitter
+        if not 0.5 <= low <= 1.0 <= high <= 1.5:
+            raise ValueError(f"jitter {self.jitter} must satisfy 0.5 <= low <= 1 <= high <= 1.5")
+        if not 0.0 <= self.area_range[0] < self.area_range[1] <= 1.0:
+            raise ValueError(f"area_range {self.area_range} must satisfy 0 <= low < high <= 1")
+        if "{name}" not in self.prompt_template:
+            raise ValueError(f"prompt_template {self.prompt_template!r} has no {{name}} placeholder")
+        return self
+
+
 class DatasetSpec(_Strict):
     name: str = Field(min_length=1)
     model: str = "embedded"
@@ -113,12 +167,14 @@ class DatasetSpec(_Strict):
     # "{objects}" becomes e.g. "a ball and two leaves"
     prompt_templates: tuple[str, ...] = ("a photo of {objects}",)
     sampler: SamplerSpec = SamplerSpec()
+    method: Literal["text2labels", "mosaic"] = "text2labels"
     text2labels: Text2LabelsSpec = Text2LabelsSpec()
+    mosaic: MosaicSpec = MosaicSpec()
 
     @model_validator(mode="after")
     def _consistent(self):
         low, high = self.objects_per_prompt
-        if not 1 <= low <= high <= len(self.classes):
+        if self.method == "text2labels" and not 1 <= low <= high <= len(self.classes):
             raise ValueError(f"objects_per_prompt {self.objects_per_prompt} must satisfy 1 <= low <= high <= "
                              f"{len(self.classes)} (the number of classes)")
         names = [c.name for c in self.classes]
@@ -127,6 +183,9 @@ class DatasetSpec(_Strict):
         for template in self.prompt_templates:
             if "{objects}" not in template:
                 raise ValueError(f"prompt template {template!r} has no {{objects}} placeholder")
+        missing = [name for name in self.mosaic.categories if name not in names]
+        if missing:
+            raise ValueError(f"mosaic categories not in the taxonomy (classes): {', '.join(missing)}")
         for cls in self.classes:
             for template in cls.prompts:
                 if "{name}" not in template:

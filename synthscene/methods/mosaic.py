@@ -1,0 +1,312 @@
+"""MosaicFusion (IJCV 2024): one prompt per region of a canvas, one instance per region.
+
+One noise tensor covers the canvas. At every step each region's window of the latents is
+denoised with its own prompt (classifier-free guidance per region), the predictions are
+merged with Gaussian weights centred on the regions (sigma 0.1 x region size, zero
+outside a region, normalised by their sum) and the scheduler takes one step on the canvas.
+Unlike the released code, all windows share one size so a step is one batched UNet call
+(``batched=False`` runs them one after another, for low memory). The layout is stored in
+each record rather than re-derived from a random generator.
+
+Labels: each region's objectness from its prompt's cross-attention (tokens from the class
+word on, finest resolution, later steps), Otsu threshold, GrabCut against the image (the
+fast bilateral solver MosaicFusion uses needs an opencv built with Eigen, which the PyPI
+wheels are not), connected components with area bounds. Every pixel belongs to the region
+whose weight is largest there, so instances never overlap in the bands between regions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from synthscene.capture import AttentionStore, CaptureConfig, capture_attention
+from synthscene.capture.tokens import attention_word, token_indices
+from synthscene.label.attention_maps import objectness_map
+from synthscene.label.refine import grabcut_foreground
+from synthscene.methods.runner import run_shards
+from synthscene.models.load import load_pipeline
+from synthscene.models.schedulers import set_scheduler
+from synthscene.plan import SampleTask, sample_generator, sample_seed
+from synthscene.records import Instances, Sample
+from synthscene.spec import DatasetSpec, MosaicSpec
+
+# MosaicFusion's overlap between neighbouring regions: 48 x 64 px for 512 px regions
+REFERENCE_OVERLAP = (48 / 512, 64 / 512)
+
+
+@dataclass(frozen=True)
+class MosaicLayout:
+    """Where regions are, in latent pixels. ``cells``: (y0, y1, x0, x1) of each region
+    (its share of the canvas plus half the overlap on inner sides); ``windows``: (y0, x0)
+    of the window the UNet sees for it, all ``window`` = (h, w) in size."""
+
+    canvas: tuple[int, int]
+    cells: tuple[tuple[int, int, int, int], ...]
+    windows: tuple[tuple[int, int], ...]
+    window: tuple[int, int]
+    vae_factor: int
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def weights(self) -> torch.Tensor:
+        """float [N, H, W]: each region's Gaussian weight, zero outside its cell,
+        normalised to sum to 1 at every pixel."""
+        height, width = self.canvas
+        ys, xs = torch.arange(height).float()[:, None], torch.arange(width).float()[None, :]
+        weights = []
+        for y0, y1, x0, x1 in self.cells:
+            cy, cx = (y0 + y1 - 1) / 2, (x0 + x1 - 1) / 2
+            sy, sx = 0.1 * (y1 - y0), 0.1 * (x1 - x0)
+            gauss = torch.exp(-((ys - cy) ** 2) / (2 * sy**2) - ((xs - cx) ** 2) / (2 * sx**2)).double()
+            inside = torch.zeros(height, width, dtype=torch.bool)
+            inside[y0:y1, x0:x1] = True
+            weights.append(torch.where(inside, gauss.clamp_min(1e-300), 0.0))
+        stacked = torch.stack(weights)
+        return (stacked / stacked.sum(0, keepdim=True)).float()
+
+    def owners(self) -> np.ndarray:
+        """int [H*f, W*f] at image resolution: the region each pixel belongs to."""
+        owner = self.weights().argmax(0).numpy()
+        return np.kron(owner, np.ones((self.vae_factor, self.vae_factor), np.int64))
+
+
+def model_geometry(pipe) -> tuple[int, int, int]:
+    """(VAE factor, the UNet's native latent size, the canvas multiple in pixels)."""
+    vae_factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    return vae_factor, pipe.unet.config.sample_size, vae_factor * 8
+
+
+def plan_layout(params: MosaicSpec, pipe, rng: np.random.Generator) -> MosaicLayout:
+    """A jittered grid of regions on the canvas, in latent pixels."""
+    vae_factor, native, multiple = model_geometry(pipe)
+    rows, cols = params.grid
+    region = params.region_size or (native * vae_factor, native * vae_factor)
+    overlap = params.overlap or tuple(round(r * f / vae_factor) * vae_factor for r, f in zip(region, REFERENCE_OVERLAP))
+    canvas = params.canvas or tuple(-(-(n * r - (n - 1) * o) // multiple) * multiple
+                                    for n, r, o in zip((rows, cols), region, overlap))
+    if any(side % multiple for side in canvas):
+        raise ValueError(f"canvas {canvas[0]}x{canvas[1]} px is not a multiple of {multiple} px "
+                         f"(the model's VAE factor {vae_factor} x 8)")
+    height, width = canvas[0] // vae_factor, canvas[1] // vae_factor
+    ys = _jittered_splits(height, rows, params.jitter, rng)
+    xs = _jittered_splits(width, cols, params.jitter, rng)
+    half_y, half_x = overlap[0] // vae_factor // 2, overlap[1] // vae_factor // 2
+    cells = tuple((max(0, ys[r] - half_y), min(height, ys[r + 1] + half_y),
+                   max(0, xs[c] - half_x), min(width, xs[c + 1] + half_x))
+                  for r in range(rows) for c in range(cols))
+    unet_multiple = 2 ** (len(pipe.unet.config.block_out_channels) - 1)
+    window = tuple(min(side, -(-max(extent) // unet_multiple) * unet_multiple) for side, extent in
+                   ((height, [c[1] - c[0] for c in cells]), (width, [c[3] - c[2] for c in cells])))
+    windows = tuple((min(max(0, (y0 + y1 - window[0]) // 2), height - window[0]),
+                     min(max(0, (x0 + x1 - window[1]) // 2), width - window[1])) for y0, y1, x0, x1 in cells)
+    return MosaicLayout((height, width), cells, windows, window, vae_factor)
+
+
+def _jittered_splits(length: int, parts: int, jitter: tuple[float, float], rng) -> list[int]:
+    size = length / parts
+    inner = [round(k * size + (rng.uniform(*jitter) - 1.0) * size) for k in range(1, parts)]
+    return [0, *inner, length]
+
+
+def region_prompt(template: str, name: str, definition: str) -> str:
+    """The template filled in; an empty definition takes its separator with it."""
+    text = template.format(name=name, definition=definition)
+    return text.rstrip(" ,;:") if not definition else text
+
+
+@dataclass
+class MosaicResult:
+    image: np.ndarray  # uint8 [H, W, 3]
+    cross: list[dict]  # per region {(h, w): float [T, h, w]} on its window
+
+
+@torch.no_grad()
+def generate_mosaic(pipe, prompts: list[str], layout: MosaicLayout, steps: int, guidance: float,
+                    generator: torch.Generator, batched: bool = True,
+                    capture: CaptureConfig | None = None) -> MosaicResult:
+    """Joint diffusion of one canvas with one prompt per region (see the module docstring)."""
+    device, dtype = pipe.unet.device, pipe.unet.dtype
+    count = len(prompts)
+    cfg = guidance > 1.0
+    cond, uncond = pipe.encode_prompt(prompts, device, 1, cfg)
+    states = torch.cat([uncond, cond]) if cfg else cond
+    weights = layout.weights().to(device, dtype)
+    height, width = layout.canvas
+    channels = pipe.unet.config.in_channels
+    latents = torch.randn((1, channels, height, width), generator=generator, device=generator.device)
+    latents = latents.to(device, dtype) * pipe.scheduler.init_noise_sigma
+    pipe.scheduler.set_timesteps(steps, device=device)
+    stores = [AttentionStore(capture, num_steps=steps, guidance=cfg) for _ in range(1 if batched else count)]
+    (wh, ww) = layout.window
+    for t in pipe.scheduler.timesteps:
+        crops = torch.cat([latents[:, :, y:y + wh, x:x + ww] for y, x in layout.windows])
+        if batched:
+            with _maybe_capture(pipe.unet, stores[0] if capture else None):
+                noise = _guided(pipe, crops, t, states, guidance, cfg)
+        else:
+            noise = torch.cat([
+                _guided(pipe, crops[k : k + 1], t, states[k :: count] if cfg else states[k : k + 1], guidance, cfg)
+                if not capture else _captured(pipe, crops[k : k + 1], t, states[k :: count] if cfg else
+                                              states[k : k + 1], guidance, cfg, stores[k])
+                for k in range(count)
+            ])
+        merged = torch.zeros_like(latents)
+        for k, (y, x) in enumerate(layout.windows):
+            merged[:, :, y:y + wh, x:x + ww] += weights[k, y:y + wh, x:x + ww] * noise[k : k + 1]
+        latents = pipe.scheduler.step(merged, t, latents).prev_sample
+    image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+    image = ((image[0].float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+    cross = []
+    if capture:
+        for k in range(count):
+            maps = stores[0 if batched else k].cross_maps()
+            cross.append({hw: m[k if batched else 0] for hw, m in maps.items()})
+    return MosaicResult(image, cross)
+
+
+def _guided(pipe, crops, t, states, guidance, cfg):
+    model_input = torch.cat([crops, crops]) if cfg else crops
+    model_input = pipe.scheduler.scale_model_input(model_input, t)
+    noise = pipe.unet(model_input, t, encoder_hidden_states=states).sample
+    if not cfg:
+        return noise
+    uncond, cond = noise.chunk(2)
+    return uncond + guidance * (cond - uncond)
+
+
+def _captured(pipe, crops, t, states, guidance, cfg, store):
+    with capture_attention(pipe.unet, store):
+        return _guided(pipe, crops, t, states, guidance, cfg)
+
+
+def _maybe_capture(unet, store):
+    return capture_attention(unet, store) if store is not None else contextlib.nullcontext()
+
+
+def region_instances(tokenizer, result: MosaicResult, layout: MosaicLayout, task: SampleTask,
+                     params: MosaicSpec) -> list[list[tuple[np.ndarray, float]]]:
+    """For each region, its instances: (bool mask at image resolution, score = mean
+    objectness). A region's instances are the connected components of its refined
+    foreground within the area bounds; ``strict`` (MosaicFusion) accepts a region only
+    when that is exactly one component, otherwise a region may give several (the model
+    drew more than one object of its class) and gives none when no component fits."""
+    factor = layout.vae_factor
+    owners = layout.owners()
+    regions = []
+    for k, ((y0, y1, x0, x1), (wy, wx)) in enumerate(zip(layout.cells, layout.windows)):
+        finest = max(result.cross[k])
+        first = token_indices(tokenizer, task.region_prompts[k], attention_word(task.words[k]))[0]
+        objectness = objectness_map({finest: result.cross[k][finest]}, first)
+        size = (layout.window[0] * factor, layout.window[1] * factor)
+        objectness = F.interpolate(objectness[None, None], size=size, mode="bicubic", align_corners=False)[0, 0]
+        objectness = objectness.clamp(0, 1).numpy()
+        # the cell, in window and in canvas coordinates (image pixels)
+        cy0, cy1, cx0, cx1 = (v * factor for v in (y0, y1, x0, x1))
+        oy, ox = wy * factor, wx * factor
+        cell = objectness[cy0 - oy : cy1 - oy, cx0 - ox : cx1 - ox]
+        threshold, _ = cv2.threshold((cell * 255).astype(np.uint8), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        threshold = threshold / 255.0
+        foreground = grabcut_foreground(result.image[cy0:cy1, cx0:cx1], cell, threshold, min(0.4, threshold),
+                                        max(0.95, threshold), params.grabcut_iterations)
+        foreground &= owners[cy0:cy1, cx0:cx1] == k
+        count, components = cv2.connectedComponents(foreground.astype(np.uint8), connectivity=8)
+        low, high = params.area_range
+        valid = [c for c in range(1, count) if low * cell.size <= (components == c).sum() <= high * cell.size]
+        if params.strict and len(valid) != 1:
+            valid = []
+        instances = []
+        for c in valid:
+            full = np.zeros(result.image.shape[:2], bool)
+            full[cy0:cy1, cx0:cx1] = components == c
+            instances.append((full, float(cell[components == c].mean())))
+        regions.append(instances)
+    return regions
+
+
+def mosaic_sample(pipe, task: SampleTask, spec: DatasetSpec, sam=None) -> Sample | None:
+    """Generate and label one mosaic (None when ``strict`` drops it); ``sam``: an optional
+    ``SamRefiner`` whose box-prompted masks replace the instances' (within their region)."""
+    params = spec.mosaic
+    rng = np.random.default_rng(sample_seed(task.seed, 2))
+    layout = plan_layout(params, pipe, rng)
+    capture = CaptureConfig(cross_resolutions=(), step_window=params.step_window)
+    result = generate_mosaic(pipe, list(task.region_prompts), layout, spec.sampler.steps, spec.sampler.guidance,
+                             sample_generator(task.seed), params.batched, capture)
+    regions = region_instances(pipe.tokenizer, result, layout, task, params)
+    kept = [bool(instances) for instances in regions]
+    if params.strict and not all(kept):
+        return None
+    owners = layout.owners()
+    if sam is not None:
+        for k, instances in enumerate(regions):
+            if instances:
+                refined = sam(result.image, np.stack([m for m, _ in instances])) & (owners == k)
+                regions[k] = [(r if r.any() else m, score) for r, (m, score) in zip(refined, instances)]
+    semantic = np.zeros(result.image.shape[:2], np.uint8)
+    masks, class_ids, scores = [], [], []
+    for k, instances in enumerate(regions):
+        if not instances:
+            semantic[owners == k] = 255  # unknown: this region gave no clean instance
+        for mask, score in instances:
+            semantic[mask] = task.class_ids[k] + 1
+            masks.append(mask)
+            class_ids.append(task.class_ids[k])
+            scores.append(score)
+    instances = (Instances.from_masks(np.stack(masks), class_ids, scores) if masks
+                 else Instances.empty(*semantic.shape))
+    meta = {"index": task.index, "class_ids": list(task.class_ids), "layout": layout.to_json(),
+            "region_prompts": list(task.region_prompts), "regions_kept": kept, "dropped_small": 0}
+    return Sample(result.image, instances, semantic, " | ".join(task.region_prompts), task.seed, meta)
+
+
+def plan_mosaics(spec: DatasetSpec) -> list[SampleTask]:
+    """One task per canvas: a class per region. With LVIS frequencies in the taxonomy,
+    the first region's class is drawn from the rare ones (as MosaicFusion), the others
+    from all classes."""
+    count = spec.mosaic.grid[0] * spec.mosaic.grid[1]
+    allowed = [i for i, c in enumerate(spec.classes) if not spec.mosaic.categories or c.name in spec.mosaic.categories]
+    rare = [i for i in allowed if spec.classes[i].frequency == "r"] or allowed
+    tasks = []
+    for index in range(spec.num_samples):
+        seed = sample_seed(spec.seed, index)
+        rng = np.random.default_rng(seed)
+        class_ids = [int(rng.choice(rare))] + [int(rng.choice(allowed)) for _ in range(count - 1)]
+        words = [str(rng.choice([spec.classes[c].name, *spec.classes[c].synonyms])) for c in class_ids]
+        prompts = tuple(region_prompt(spec.mosaic.prompt_template, attention_word(w), spec.classes[c].definition)
+                        for w, c in zip(words, class_ids))
+        tasks.append(SampleTask(index, seed, " | ".join(prompts), tuple(class_ids), tuple(words), prompts))
+    return tasks
+
+
+def generate_mosaics(spec: DatasetSpec, out: str | Path, resume: bool = False, progress: bool = True) -> Path:
+    """Make ``spec.num_samples`` mosaics (fewer when ``strict`` drops some) in ``out``."""
+    tasks = plan_mosaics(spec)
+    pipe = load_pipeline(spec.model)
+    set_scheduler(pipe, spec.sampler.scheduler)
+    plan_layout(spec.mosaic, pipe, np.random.default_rng(0))  # a canvas the model cannot take fails here
+    for task in tasks:
+        for prompt, word in zip(task.region_prompts, task.words):
+            if len(pipe.tokenizer(prompt).input_ids) > pipe.tokenizer.model_max_length:
+                raise ValueError(f"region prompt of sample {task.index} is longer than "
+                                 f"{pipe.tokenizer.model_max_length} tokens: {prompt[:80]!r}...")
+            token_indices(pipe.tokenizer, prompt, attention_word(word))
+
+    sam = None
+    if spec.mosaic.sam_model:
+        from synthscene.label.sam import SamRefiner
+
+        sam = SamRefiner(spec.mosaic.sam_model, pipe.device)
+
+    def label_batch(batch: list[SampleTask]) -> list[Sample]:
+        samples = [mosaic_sample(pipe, task, spec, sam) for task in batch]
+        return [s for s in samples if s is not None]
+
+    return run_shards(spec, Path(out), tasks, pipe, label_batch, resume, progress, "mosaic")
