@@ -26,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from synthscene.capture import CaptureConfig
+from synthscene.evaluation.semantic import confusion_matrix, miou_from_confusion
 from synthscene.label.attention_maps import IGNORE_INDEX
 from synthscene.methods.mosaic import generate_mosaic, plan_layout, plan_mosaics, region_instances
 from synthscene.methods.text2labels import capture_batch, check_task, label_sample
@@ -34,7 +35,6 @@ from synthscene.models.schedulers import set_scheduler
 from synthscene.plan import plan_dataset, sample_generator, sample_seed
 from synthscene.spec import Text2LabelsSpec, load_spec
 from synthscene.world import CLASS_NAMES, oracle_semantic
-from synthscene.world.oracle import confusion_matrix, miou_from_confusion
 
 DEFAULT_SPEC = "examples/shapes-text2labels.yaml"
 

@@ -12,8 +12,8 @@ import json
 
 import numpy as np
 
+from synthscene.evaluation.semantic import confusion_matrix, miou_from_confusion
 from synthscene.world import CLASS_NAMES, oracle_semantic, render_scene
-from synthscene.world.oracle import confusion_matrix, miou_from_confusion
 
 
 def main() -> None:

@@ -133,6 +133,40 @@ def export(
     typer.echo(f"wrote {format} export of {run} to {out}")
 
 
+@app.command("eval")
+@_friendly_errors
+def evaluate(
+    gt: Annotated[Path | None, typer.Option(help="Ground-truth COCO / LVIS instances JSON.")] = None,
+    detections: Annotated[Path | None, typer.Option(help="Detections: a COCO results JSON list.")] = None,
+    iou_type: Annotated[str, typer.Option(help="bbox or segm.")] = "bbox",
+    backend: Annotated[str, typer.Option(help="auto (faster-coco-eval), faster or pycocotools.")] = "auto",
+    gt_masks: Annotated[Path | None, typer.Option(help="Semantic: folder of ground-truth palette PNGs.")] = None,
+    pred_masks: Annotated[Path | None, typer.Option(help="Semantic: folder of predicted PNGs, same names.")] = None,
+    num_classes: Annotated[int | None, typer.Option(help="Semantic: classes including background.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the scores to this JSON file.")] = None,
+):
+    """Score detections (box / mask AP, per class, LVIS AP_r/c/f) or semantic masks (mIoU, 255 ignored)."""
+    import json
+
+    if gt is not None and detections is not None:
+        from synthscene.evaluation.detection import evaluate_detections
+
+        if not detections.is_file():
+            raise FileNotFoundError(f"detections file {detections} does not exist")
+        scores = evaluate_detections(gt, json.loads(detections.read_text()), iou_type, backend)
+    elif gt_masks is not None and pred_masks is not None and num_classes:
+        from synthscene.evaluation.semantic import evaluate_semantic_folders
+
+        scores = evaluate_semantic_folders(gt_masks, pred_masks, num_classes)
+    else:
+        raise ValueError("give --gt and --detections, or --gt-masks, --pred-masks and --num-classes")
+    if out is not None:
+        from synthscene.io import write_json
+
+        write_json(out, scores, indent=2)
+    typer.echo(json.dumps(scores))
+
+
 @app.command()
 @_friendly_errors
 def merge(

@@ -10,7 +10,7 @@ from synthscene.formats.export import export_run
 from synthscene.formats.lvis import frequency_group, lvis_image_fields
 from synthscene.formats.merge import MergeError, merge_instances
 from synthscene.store import read_records
-from tests.coco_eval_helpers import self_ap
+from tests.coco_eval_helpers import self_ap, world_as_lvis
 
 
 def test_lvis_image_fields():
@@ -42,26 +42,13 @@ def test_lvis_export_counts_and_evaluates(tiny_run, tmp_path):
     assert self_ap(path, "segm", lvis=True)["faster"] == pytest.approx(1.0)
 
 
-def _world_as_lvis(world, tmp_path):
-    real = json.loads((world / "annotations" / "instances_train.json").read_text())
-    for image in real["images"]:
-        image["neg_category_ids"], image["not_exhaustive_category_ids"] = [], []
-    for category in real["categories"]:
-        category.update(synonyms=[category["name"]], frequency="f")
-    for annotation in real["annotations"]:
-        annotation.pop("iscrowd", None)
-    path = tmp_path / "real_lvis.json"
-    path.write_text(json.dumps(real))
-    return path
-
-
 @pytest.mark.parametrize("fmt", ["coco", "lvis"])
 def test_merge_into_the_real_world_split(small_world, tiny_run, tmp_path, fmt):
     synthetic_dir = export_run(tiny_run, fmt, tmp_path / "synthetic")
     synthetic_path = synthetic_dir / "annotations" / ("instances.json" if fmt == "coco" else "lvis_v1_train.json")
     real_path = small_world / "annotations" / "instances_train.json"
     if fmt == "lvis":
-        real_path = _world_as_lvis(small_world, tmp_path)
+        real_path = world_as_lvis(small_world, tmp_path / "real_lvis.json")
     out = tmp_path / "merged.json"
     result = CliRunner().invoke(app, ["merge", "--real", str(real_path), "--synthetic", str(synthetic_path),
                                       "--out", str(out), "--real-images", str(small_world),

@@ -173,9 +173,9 @@ def test_recipe_defaults_and_parameter_order():
 
 def test_ours_beats_faithful_on_the_embedded_model():
     """Both recipes label the same 8 generated images of the example spec; scored by the oracle."""
+    from synthscene.evaluation.semantic import confusion_matrix, miou_from_confusion
     from synthscene.models.load import load_pipeline
     from synthscene.world import oracle_semantic
-    from synthscene.world.oracle import confusion_matrix, miou_from_confusion
 
     spec = load_spec("examples/shapes-text2labels.yaml").model_copy(update={"num_samples": 8, "batch_size": 8})
     assert spec.text2labels.recipe == "ours"

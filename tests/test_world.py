@@ -7,11 +7,11 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
+from synthscene.evaluation.semantic import confusion_matrix, miou_from_confusion
 from synthscene.formats.coco import rle_to_mask
 from synthscene.formats.voc import load_semantic_png
 from synthscene.world import CLASS_NAMES, CLASSES, oracle_semantic, render_scene, scene_seed
 from synthscene.world.build import write_world
-from synthscene.world.oracle import confusion_matrix, miou_from_confusion
 from synthscene.world.render import MIN_VISIBLE_SHARE, _place_objects, _visible_masks
 
 NUMBERS = {"a": 1, "an": 1, "two": 2, "three": 3, "four": 4}

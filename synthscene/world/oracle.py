@@ -46,21 +46,3 @@ def present_classes(semantic: np.ndarray, min_fraction: float = 0.008) -> set[in
     """Class ids (0-based) that cover at least ``min_fraction`` of a semantic mask."""
     counts = np.bincount(semantic.ravel(), minlength=len(CLASSES) + 1)[1 : len(CLASSES) + 1]
     return {i for i, c in enumerate(counts) if c >= min_fraction * semantic.size}
-
-
-def confusion_matrix(pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int = 255) -> np.ndarray:
-    """int64 [num_classes, num_classes], rows = target, columns = prediction; pixels
-    whose target or prediction is ``ignore_index`` are not counted."""
-    keep = (target != ignore_index) & (pred != ignore_index)
-    index = target[keep].astype(np.int64) * num_classes + pred[keep].astype(np.int64)
-    return np.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
-
-
-def miou_from_confusion(confusion: np.ndarray) -> tuple[float, np.ndarray]:
-    """Mean IoU over classes that occur in the target or prediction, and per-class IoU
-    (NaN where a class never occurs)."""
-    tp = np.diag(confusion).astype(np.float64)
-    union = confusion.sum(0) + confusion.sum(1) - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, tp / union, np.nan)
-    return float(np.nanmean(iou)), iou

@@ -1,0 +1,1 @@
+"""Scores of detections, instance masks and semantic masks against ground truth."""
