@@ -133,9 +133,38 @@ def export(
     typer.echo(f"wrote {format} export of {run} to {out}")
 
 
+@app.command()
+@_friendly_errors
+def train(
+    task: Annotated[str, typer.Option(help="detection (COCO sources) or semantic (VOC-style folders).")],
+    model: Annotated[str, typer.Option(help="e.g. maskrcnn_mobilenet_v3_large_fpn, lraspp_mobilenet_v3_large.")],
+    data: Annotated[list[str], typer.Option(help="A source, PATH or PATH:WEIGHT; repeat to mix sources.")],
+    out: Annotated[Path, typer.Option(help="Run folder (must not exist or be empty, unless --resume).")],
+    steps: int = 1000,
+    batch_size: int = 8,
+    learning_rate: float = 0.02,
+    image_size: Annotated[int, typer.Option(help="Detectors: resized min side; segmenters: input side.")] = 128,
+    checkpoint_every: int = 200,
+    seed: int = 0,
+    init: Annotated[str | None, typer.Option(help="Local weights to start from (safetensors or .pt).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the latest checkpoint in --out.")] = False,
+):
+    """Train a torchvision detector or segmenter on one or more datasets, mixed by weight."""
+    from synthscene.train.data import Source
+    from synthscene.train.downstream import DownstreamConfig, train_downstream
+
+    config = DownstreamConfig(task=task, model=model, sources=tuple(Source.parse(d) for d in data), steps=steps,
+                              batch_size=batch_size, learning_rate=learning_rate, image_size=image_size,
+                              checkpoint_every=checkpoint_every, seed=seed, init=init)
+    train_downstream(config, out, resume=resume)
+    typer.echo(f"saved {out}/model.safetensors")
+
+
 @app.command("eval")
 @_friendly_errors
 def evaluate(
+    run: Annotated[Path | None, typer.Option("--run", help="A finished train run; scored on --data.")] = None,
+    data: Annotated[Path | None, typer.Option(help="With --run: a COCO / LVIS file or a semantic folder.")] = None,
     gt: Annotated[Path | None, typer.Option(help="Ground-truth COCO / LVIS instances JSON.")] = None,
     detections: Annotated[Path | None, typer.Option(help="Detections: a COCO results JSON list.")] = None,
     iou_type: Annotated[str, typer.Option(help="bbox or segm.")] = "bbox",
@@ -148,7 +177,11 @@ def evaluate(
     """Score detections (box / mask AP, per class, LVIS AP_r/c/f) or semantic masks (mIoU, 255 ignored)."""
     import json
 
-    if gt is not None and detections is not None:
+    if run is not None and data is not None:
+        from synthscene.train.downstream import evaluate_trained
+
+        scores = evaluate_trained(run, data, backend)
+    elif gt is not None and detections is not None:
         from synthscene.evaluation.detection import evaluate_detections
 
         if not detections.is_file():
@@ -159,7 +192,7 @@ def evaluate(
 
         scores = evaluate_semantic_folders(gt_masks, pred_masks, num_classes)
     else:
-        raise ValueError("give --gt and --detections, or --gt-masks, --pred-masks and --num-classes")
+        raise ValueError("give --run and --data, --gt and --detections, or --gt-masks, --pred-masks and --num-classes")
     if out is not None:
         from synthscene.io import write_json
 

@@ -1,0 +1,244 @@
+"""Train a detector or a semantic segmenter on mixed sources (a plain loop, as torchvision's
+references): SGD with momentum, linear warm-up, gradient clipping, checkpoints, exact resume.
+
+Each step's batch is drawn from a generator seeded by (seed, step), so a resumed run
+draws the same batches as an uninterrupted one. Semantic loss is cross-entropy with 255
+ignored, averaged over labelled pixels; a batch whose masks are all 255 contributes zero
+loss (and is counted in ``train_log.jsonl`` as ``labelled_pixels: 0``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from tqdm import tqdm
+
+from synthscene.formats.voc import IGNORE_INDEX
+from synthscene.io import write_json
+from synthscene.provenance import run_record
+from synthscene.train.data import Source, open_sources
+from synthscene.train.models import DETECTORS, SEGMENTERS, build_model, load_weights
+
+
+class DownstreamConfig(BaseModel):
+    """Everything that defines a downstream training run (saved as ``config.json``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task: Literal["detection", "semantic"]
+    model: str
+    sources: tuple[Source, ...] = Field(min_length=1)
+    steps: int = Field(1000, ge=1)
+    batch_size: int = Field(8, ge=1)
+    learning_rate: float = Field(0.02, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_steps: int = Field(100, ge=0)
+    image_size: int = Field(128, ge=16)  # detectors: resize min side; segmenters: input side
+    checkpoint_every: int = Field(200, ge=1)
+    seed: int = 0
+    init: str | None = None  # local weights (safetensors or torch file)
+
+    @model_validator(mode="after")
+    def _model_fits_task(self):
+        known = DETECTORS if self.task == "detection" else SEGMENTERS
+        if self.model not in known:
+            raise ValueError(f"model {self.model!r} is not a {self.task} model; choose one of {', '.join(known)}")
+        return self
+
+
+def train_downstream(config: DownstreamConfig, out: str | Path, resume: bool = False, progress: bool = True) -> Path:
+    """Train and save ``out/model.safetensors`` (+ ``config.json``, ``classes.json``)."""
+    out = Path(out)
+    data = open_sources(config.task, list(config.sources))
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, len(data.class_names) + 1, config.image_size, 2 * config.image_size)
+    if config.init:
+        load_weights(model, config.init)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(parameters, lr=config.learning_rate, momentum=0.9, weight_decay=config.weight_decay)
+    start = _prepare(out, config, data.class_names, model, optimizer, resume)
+    log = open(out / "train_log.jsonl", "a")
+    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc=f"train {config.model}",
+               disable=not progress)
+    model.train()
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = _learning_rate(config, step)
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+        batch = [data.dataset[i] for i in data.draw(config.batch_size, generator)]
+        loss, parts = _loss(model, batch, config)
+        optimizer.zero_grad(set_to_none=True)
+        if loss.requires_grad:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(parameters, 10.0)
+            optimizer.step()
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the learning rate")
+        log.write(json.dumps({"step": step, "loss": round(loss.item(), 5), **parts}) + "\n")
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
+            log.flush()
+            _save_checkpoint(out, step + 1, model, optimizer)
+    log.close()
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / "model.safetensors")
+    return out
+
+
+def _learning_rate(config: DownstreamConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay to 0."""
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return config.learning_rate * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _loss(model, batch, config: DownstreamConfig) -> tuple[torch.Tensor, dict]:
+    images = [image for image, _ in batch]
+    if config.task == "detection":
+        losses = model(images, [target for _, target in batch])
+        return sum(losses.values()), {k: round(v.item(), 5) for k, v in losses.items()}
+    size = (config.image_size, config.image_size)
+    inputs = torch.stack([_resize(i, size) for i in images])
+    targets = torch.stack([F.interpolate(m[None, None].float(), size=size, mode="nearest")[0, 0].long()
+                           for _, m in batch])
+    logits = model(_normalise(inputs))["out"]
+    labelled = int((targets != IGNORE_INDEX).sum())
+    loss = F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum") / max(1, labelled)
+    return loss, {"labelled_pixels": labelled}
+
+
+def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+
+
+def _normalise(images: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
+def _prepare(out: Path, config: DownstreamConfig, class_names, model, optimizer, resume: bool) -> int:
+    """Write the run's config on a new run; on resume, load the latest checkpoint."""
+    config_json = config.model_dump_json(indent=2)
+    if resume:
+        if not (out / "config.json").is_file():
+            raise FileNotFoundError(f"cannot resume: {out}/config.json does not exist")
+        if json.loads((out / "config.json").read_text()) != json.loads(config_json):
+            raise ValueError(f"cannot resume: the configuration differs from the one {out} was started with")
+        checkpoints = sorted((out / "checkpoints").glob("step-*.pt"))
+        if not checkpoints:
+            return 0
+        state = torch.load(checkpoints[-1], map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        _truncate_log(out / "train_log.jsonl", state["step"])
+        return int(state["step"])
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"output folder {out} already exists and is not empty (use --resume to continue it)")
+    try:
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise PermissionError(f"cannot write to {out}: {err.strerror}") from err
+    (out / "config.json").write_text(config_json)
+    write_json(out / "classes.json", ["background", *class_names])
+    write_json(out / "run.json", run_record(json.loads(config_json)), indent=2)
+    return 0
+
+
+def _save_checkpoint(out: Path, step: int, model, optimizer) -> None:
+    path = out / "checkpoints" / f"step-{step:07d}.pt"
+    tmp = path.with_suffix(".tmp")
+    torch.save({"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict()}, tmp)
+    tmp.replace(path)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    if path.is_file():
+        rows = [line for line in path.read_text().splitlines() if json.loads(line)["step"] < step]
+        path.write_text("".join(r + "\n" for r in rows))
+
+
+@torch.no_grad()
+def predict_semantic(model, images: list[np.ndarray], image_size: int) -> list[np.ndarray]:
+    """uint8 masks at each image's size."""
+    model.eval()
+    masks = []
+    for image in images:
+        tensor = torch.from_numpy(image).permute(2, 0, 1).float()[None] / 255.0
+        logits = model(_normalise(F.interpolate(tensor, size=(image_size, image_size), mode="bilinear",
+                                                align_corners=False)))["out"]
+        logits = F.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False)
+        masks.append(logits.argmax(1)[0].byte().numpy())
+    return masks
+
+
+@torch.no_grad()
+def predict_instances(model, dataset, class_names: list[str], categories: list[dict],
+                      score_threshold: float = 0.05) -> list[dict]:
+    """COCO results of ``model`` on every image of an ``InstanceDataset``; labels map to the
+    ground truth's category ids by name."""
+    from synthscene.formats.coco import mask_to_rle
+
+    by_name = {c["name"]: c["id"] for c in categories}
+    model.eval()
+    results = []
+    for index in range(len(dataset)):
+        image, target = dataset[index]
+        output = model([image])[0]
+        keep = output["scores"] >= score_threshold
+        masks = output.get("masks")
+        for k in torch.nonzero(keep).flatten().tolist():
+            name = class_names[int(output["labels"][k]) - 1]
+            if name not in by_name:
+                continue
+            x1, y1, x2, y2 = output["boxes"][k].tolist()
+            result = {"image_id": target["image_id"], "category_id": by_name[name], "score": float(output["scores"][k]),
+                      "bbox": [x1, y1, x2 - x1, y2 - y1]}
+            if masks is not None:
+                result["segmentation"] = mask_to_rle((masks[k, 0] > 0.5).numpy())
+            results.append(result)
+    return results
+
+
+def evaluate_trained(run: str | Path, data: str | Path, backend: str = "auto") -> dict:
+    """Scores of a trained run on a held-out source of its task: box (and mask) AP for a
+    detector on a COCO / LVIS file, mIoU (255 ignored) for a segmenter on a semantic folder."""
+    from safetensors.torch import load_file
+
+    from synthscene.evaluation.detection import evaluate_detections, load_ground_truth
+    from synthscene.evaluation.semantic import confusion_matrix, miou_from_confusion
+    from synthscene.train.data import InstanceDataset, SemanticDataset
+
+    run = Path(run)
+    for name in ("config.json", "classes.json", "model.safetensors"):
+        if not (run / name).is_file():
+            raise FileNotFoundError(f"{run} has no {name}: not a finished synthscene train run")
+    config = DownstreamConfig.model_validate_json((run / "config.json").read_text())
+    class_names = json.loads((run / "classes.json").read_text())[1:]
+    model = build_model(config.model, len(class_names) + 1, config.image_size, 2 * config.image_size)
+    model.load_state_dict(load_file(run / "model.safetensors"))
+    if config.task == "detection":
+        dataset = InstanceDataset(data, class_names)
+        truth = load_ground_truth(data)
+        detections = predict_instances(model, dataset, class_names, truth["categories"])
+        kinds = ("bbox", "segm") if config.model.startswith("maskrcnn") else ("bbox",)
+        return {kind: evaluate_detections(truth, detections, kind, backend) for kind in kinds}
+    dataset = SemanticDataset(data, class_names)
+    confusion = np.zeros((len(class_names) + 1,) * 2, np.int64)
+    for index in range(len(dataset)):
+        image, mask = dataset[index]
+        prediction = predict_semantic(model, [(image.permute(1, 2, 0) * 255).round().byte().numpy()],
+                                      config.image_size)[0]
+        confusion += confusion_matrix(prediction, mask.numpy(), len(class_names) + 1, IGNORE_INDEX)
+    miou, per_class = miou_from_confusion(confusion)
+    return {"miou": miou, "per_class": {n: (None if np.isnan(v) else float(v))
+                                        for n, v in zip(["background", *class_names], per_class)}}

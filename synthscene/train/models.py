@@ -1,0 +1,63 @@
+"""Downstream models from torchvision, randomly initialised unless the user gives weights.
+
+Detection: Faster R-CNN / Mask R-CNN with a ResNet-50 FPN v2 or a MobileNetV3-Large FPN
+backbone. Semantic: LRASPP or DeepLabV3 on MobileNetV3-Large, DeepLabV3 on ResNet-50.
+Without pre-trained weights torchvision uses plain BatchNorm (frozen BatchNorm is for
+pre-trained backbones). ``min_size`` / ``max_size``: the detectors' resize (small here:
+shapes-world images are 32 px).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import segmentation
+from torchvision.models.detection import (
+    FasterRCNN,
+    MaskRCNN,
+    fasterrcnn_resnet50_fpn_v2,
+    maskrcnn_resnet50_fpn_v2,
+)
+from torchvision.models.detection.backbone_utils import mobilenet_backbone
+
+DETECTORS = ("maskrcnn_resnet50_fpn_v2", "maskrcnn_mobilenet_v3_large_fpn", "fasterrcnn_resnet50_fpn_v2",
+             "fasterrcnn_mobilenet_v3_large_fpn")
+SEGMENTERS = ("lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large", "deeplabv3_resnet50")
+
+
+def build_model(name: str, num_classes: int, min_size: int = 128, max_size: int = 256) -> nn.Module:
+    """``num_classes`` includes background."""
+    size = {"min_size": min_size, "max_size": max_size}
+    if name == "maskrcnn_resnet50_fpn_v2":
+        return maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=num_classes, **size)
+    if name == "fasterrcnn_resnet50_fpn_v2":
+        return fasterrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=num_classes, **size)
+    if name in ("maskrcnn_mobilenet_v3_large_fpn", "fasterrcnn_mobilenet_v3_large_fpn"):
+        backbone = mobilenet_backbone(backbone_name="mobilenet_v3_large", weights=None, fpn=True,
+                                      norm_layer=nn.BatchNorm2d, trainable_layers=6)
+        # torchvision's mobile detector: anchors of 5 sizes x 3 ratios on each returned level
+        from torchvision.models.detection.anchor_utils import AnchorGenerator
+
+        anchors = AnchorGenerator(((16, 32, 64, 128, 256),) * 3, ((0.5, 1.0, 2.0),) * 3)
+        detector = MaskRCNN if name.startswith("maskrcnn") else FasterRCNN
+        return detector(backbone, num_classes=num_classes, rpn_anchor_generator=anchors, **size)
+    if name in SEGMENTERS:
+        return getattr(segmentation, name)(weights=None, weights_backbone=None, num_classes=num_classes,
+                                           **({} if name.startswith("lraspp") else {"aux_loss": False}))
+    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(DETECTORS + SEGMENTERS)}")
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """A user's local weights: safetensors, or a torch file read with ``weights_only=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(path)
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)

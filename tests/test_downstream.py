@@ -1,0 +1,108 @@
+"""Downstream training: mixed sources, exact resume, 255 handling, detector + segmenter + eval."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from synthscene.formats.export import export_run
+from synthscene.formats.voc import save_semantic_png
+from synthscene.train import downstream
+from synthscene.train.data import DatasetError, Source, open_sources
+from synthscene.train.downstream import DownstreamConfig, evaluate_trained, train_downstream
+
+
+def _semantic_config(world, **overrides):
+    values = {"task": "semantic", "model": "lraspp_mobilenet_v3_large", "sources": [Source(str(world / "train"))],
+              "steps": 20, "batch_size": 8, "learning_rate": 0.05, "warmup_steps": 2, "image_size": 32,
+              "checkpoint_every": 5}
+    values.update(overrides)
+    return DownstreamConfig(**values)
+
+
+def test_semantic_training_learns_and_evaluates(small_world, tmp_path):
+    out = train_downstream(_semantic_config(small_world), tmp_path / "seg", progress=False)
+    losses = [json.loads(line)["loss"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert len(losses) == 20 and np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+    scores = evaluate_trained(out, small_world / "val")
+    assert 0.0 <= scores["miou"] <= 1.0 and set(scores["per_class"]) == {"background", "ball", "leaf", "box",
+                                                                          "hat", "star", "ring"}
+
+
+def test_resume_after_a_crash_gives_the_same_weights(small_world, tmp_path, monkeypatch):
+    config = _semantic_config(small_world, steps=8, checkpoint_every=4)
+    straight = train_downstream(config, tmp_path / "straight", progress=False)
+    real_save = downstream._save_checkpoint
+
+    def crash_after_first_checkpoint(out, step, model, optimizer):
+        real_save(out, step, model, optimizer)
+        if step == 4:
+            raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(downstream, "_save_checkpoint", crash_after_first_checkpoint)
+    with pytest.raises(RuntimeError):
+        train_downstream(config, tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(downstream, "_save_checkpoint", real_save)
+    resumed = train_downstream(config, tmp_path / "resumed", resume=True, progress=False)
+    a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert len((resumed / "train_log.jsonl").read_text().splitlines()) == 8
+
+
+def test_sources_mix_by_weight_and_match_classes_by_name(small_world, tiny_run, tmp_path):
+    voc = export_run(tiny_run, "voc", tmp_path / "voc")  # classes ball, leaf, box
+    data = open_sources("semantic", [Source.parse(f"{small_world / 'train'}:3"), Source.parse(str(voc))])
+    assert data.class_names[:3] == ["ball", "leaf", "box"]
+    draws = data.draw(4000, torch.Generator().manual_seed(0))
+    first = len(data.dataset.datasets[0])
+    assert abs(np.mean([i < first for i in draws]) - 0.75) < 0.03
+    # a synthetic "box" pixel keeps the world's id for box
+    _, mask = data.dataset[first]
+    assert set(np.unique(mask.numpy())) <= {0, 1, 2, 3, 255}
+    with pytest.raises(DatasetError, match="first source does not"):
+        open_sources("semantic", [Source(str(voc)), Source(str(small_world / "train"))])
+
+
+def test_bad_sources(small_world, tmp_path):
+    truth = json.loads((small_world / "annotations" / "instances_val.json").read_text())
+    empty = tmp_path / "annotations" / "empty.json"
+    empty.parent.mkdir()
+    empty.write_text(json.dumps({**truth, "annotations": []}))
+    with pytest.raises(DatasetError, match="no annotations"):
+        open_sources("detection", [Source(str(empty))])
+    moved = tmp_path / "annotations" / "moved.json"
+    moved.write_text(json.dumps(truth))  # its images are not next to it
+    with pytest.raises(DatasetError, match="missing on disk"):
+        open_sources("detection", [Source(str(moved))])
+    with pytest.raises(DatasetError, match="must be > 0"):
+        Source.parse("data:0")
+    with pytest.raises(ValueError, match="not a semantic model"):
+        DownstreamConfig(task="semantic", model="maskrcnn_mobilenet_v3_large_fpn", sources=[Source("x")])
+
+
+def test_all_ignore_masks_give_zero_loss_not_nan(tmp_path):
+    root = tmp_path / "voc"
+    for folder in ("JPEGImages", "SegmentationClass"):
+        (root / folder).mkdir(parents=True)
+    (root / "labels.txt").write_text("background\nball\n")
+    from PIL import Image
+
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(root / "JPEGImages" / "a.png")
+    save_semantic_png(np.full((16, 16), 255, np.uint8), root / "SegmentationClass" / "a.png")
+    config = DownstreamConfig(task="semantic", model="lraspp_mobilenet_v3_large", sources=[Source(str(root))],
+                              steps=2, batch_size=2, image_size=16, warmup_steps=0)
+    out = train_downstream(config, tmp_path / "run", progress=False)
+    rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in rows] == [0.0, 0.0] and rows[0]["labelled_pixels"] == 0
+
+
+def test_detector_trains_and_scores_with_both_ap_kinds(small_world, tmp_path):
+    config = DownstreamConfig(task="detection", model="maskrcnn_mobilenet_v3_large_fpn",
+                              sources=[Source(str(small_world / "annotations" / "instances_train.json"))],
+                              steps=2, batch_size=2, learning_rate=0.01, warmup_steps=1, image_size=64)
+    out = train_downstream(config, tmp_path / "det", progress=False)
+    scores = evaluate_trained(out, small_world / "annotations" / "instances_val.json")
+    assert set(scores) == {"bbox", "segm"}
+    assert all(0.0 <= scores[k]["AP"] <= 1.0 for k in scores)
