@@ -160,6 +160,21 @@ def train(
     typer.echo(f"saved {out}/model.safetensors")
 
 
+@app.command()
+@_friendly_errors
+def experiment(
+    out: Annotated[Path, typer.Option(help="Output folder (must not exist or be empty).")],
+    profile: Annotated[str, typer.Option(help="quick (this CPU, < 1 hour), full (GPU) or smoke (seconds).")] = "quick",
+    synthetic: Annotated[list[str] | None, typer.Option(help="Use these generate --spec runs instead of making new "
+                                                              "ones; repeat for several.")] = None,
+):
+    """The data-sparse experiment on the shapes world: real fractions x {real, synthetic, both}."""
+    from synthscene.experiment import run_experiment
+
+    run_experiment(profile, out, synthetic)
+    typer.echo(f"wrote {out}/results.json, results.md and results.png")
+
+
 @app.command("eval")
 @_friendly_errors
 def evaluate(

@@ -106,3 +106,28 @@ def test_detector_trains_and_scores_with_both_ap_kinds(small_world, tmp_path):
     scores = evaluate_trained(out, small_world / "annotations" / "instances_val.json")
     assert set(scores) == {"bbox", "segm"}
     assert all(0.0 <= scores[k]["AP"] <= 1.0 for k in scores)
+
+
+def test_image_names_may_not_leave_the_dataset_root(small_world, tmp_path):
+    truth = json.loads((small_world / "annotations" / "instances_val.json").read_text())
+    truth["images"][0]["file_name"] = "../../etc/passwd"
+    path = tmp_path / "annotations" / "escape.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(truth))
+    with pytest.raises(DatasetError, match="outside"):
+        open_sources("detection", [Source(str(path))])
+
+
+def test_experiment_smoke_profile_writes_results(tmp_path):
+    from synthscene.experiment import run_experiment
+
+    records = run_experiment("smoke", tmp_path / "exp", progress=False)
+    out = tmp_path / "exp"
+    assert json.loads((out / "results.json").read_text()) == records
+    assert {r["metric"] for r in records} == {"box_ap", "mask_ap", "miou"}
+    assert {r["setting"] for r in records} == {"real", "synthetic", "real+synthetic"}
+    for r in records:
+        assert set(r) == {"metric", "real_fraction", "setting", "mean", "std", "seeds"}
+        assert 0.0 <= r["mean"] <= 1.0 and len(r["seeds"]) == 1
+    assert "| miou |" in (out / "results.md").read_text()
+    assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"

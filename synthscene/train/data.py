@@ -6,7 +6,8 @@ source's classes must belong to the class list of the first source, which number
 
 - Instances: a COCO JSON (``synthscene export --format coco``: ``DIR/annotations/instances.json``
   with ``DIR/images/``; the shapes world: ``WORLD/annotations/instances_train.json`` with file
-  names relative to ``WORLD``). Images are found relative to the folder above ``annotations/``.
+  names relative to ``WORLD``). A file name is looked up under the folder above
+  ``annotations/``, then under its ``images/``; it may not lead outside that folder.
 - Semantic: a VOC export (``JPEGImages/``, ``SegmentationClass/``, ``labels.txt``) or a shapes
   world split (``images/``, ``semantic/``, classes in ``../world.json``). 255 = ignore.
 """
@@ -83,10 +84,7 @@ class InstanceDataset(Dataset):
             if annotation.get("iscrowd", 0):
                 continue
             self.annotations.setdefault(annotation["image_id"], []).append(annotation)
-        self.paths = [(root / i["file_name"]).resolve() for i in self.images]
-        missing = [str(p) for p in self.paths if not p.is_file()]
-        if missing:
-            raise DatasetError(f"{len(missing)} image(s) of {path} are missing on disk, e.g. {missing[0]}")
+        self.paths = [_image_path(root, i["file_name"], path) for i in self.images]
 
     def __len__(self) -> int:
         return len(self.images)
@@ -105,6 +103,17 @@ class InstanceDataset(Dataset):
             "image_id": info["id"],
         }
         return torch.from_numpy(image).permute(2, 0, 1).float() / 255.0, target
+
+
+def _image_path(root: Path, file_name: str, annotation_file: Path) -> Path:
+    root = root.resolve()
+    for candidate in ((root / file_name).resolve(), (root / "images" / file_name).resolve()):
+        if not candidate.is_relative_to(root):
+            raise DatasetError(f"{annotation_file}: image {file_name!r} lies outside {root}")
+        if candidate.is_file():
+            return candidate
+    raise DatasetError(f"{annotation_file}: image {file_name!r} is missing on disk (looked in {root} and "
+                       f"{root / 'images'})")
 
 
 # ---- semantic -------------------------------------------------------------------------
