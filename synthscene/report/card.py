@@ -47,7 +47,8 @@ def dataset_card(run: str | Path) -> dict:
         "components_dropped_as_too_small": dropped,
         "score_histogram": {"bins": [round(b, 2) for b in _BINS.tolist()], "counts": histogram.tolist()},
         "sampler": spec["sampler"],
-        "text2labels": spec["text2labels"],
+        "method": spec.get("method", "text2labels"),
+        "labels": spec[spec.get("method", "text2labels")],
         "versions": provenance.get("versions"),
     }
 
@@ -63,7 +64,7 @@ def write_dataset_card(run: str | Path) -> Path:
              f"- samples: {card['samples']}, instances: {card['instances']}",
              f"- named classes that got no instance: {card['named_classes_without_instance']}",
              f"- components dropped as too small: {card['components_dropped_as_too_small']}",
-             f"- sampler: {card['sampler']}", f"- labels: {card['text2labels']}", "",
+             f"- sampler: {card['sampler']}", f"- method: {card['method']}, labels: {card['labels']}", "",
              "| class | instances | images |", "|---|---|---|"]
     lines += [f"| {n} | {v['instances']} | {v['images']} |" for n, v in card["per_class"].items()]
     lines += ["", "Instance scores:", "", "| score | count |", "|---|---|"]
