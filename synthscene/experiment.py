@@ -43,8 +43,8 @@ PROFILES = {
     "quick": Profile(1000, 200, 400, 48, (0, 1), (0.01, 0.1, 1.0),
                      semantic={"model": "lraspp_mobilenet_v3_large", "steps": 400, "batch_size": 16,
                                "learning_rate": 0.05, "image_size": 32, "warmup_steps": 20},
-                     detection={"model": "maskrcnn_mobilenet_v3_large_fpn", "steps": 160, "batch_size": 4,
-                                "learning_rate": 0.02, "image_size": 64, "warmup_steps": 20}),
+                     detection={"model": "maskrcnn_mobilenet_v3_large_fpn", "steps": 200, "batch_size": 4,
+                                "learning_rate": 0.02, "image_size": 96, "warmup_steps": 20}),
     # the real protocol, for a GPU
     "full": Profile(20000, 1000, 5000, 2000, (0, 1, 2), (0.01, 0.1, 1.0),
                     semantic={"model": "deeplabv3_resnet50", "steps": 20000, "batch_size": 32,

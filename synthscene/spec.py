@@ -81,6 +81,7 @@ class Text2LabelsSpec(_Strict):
     grabcut_background_below: float = Field(0.4, ge=0.0, le=1.0)
     grabcut_foreground_above: float = Field(0.95, ge=0.0, le=1.0)
     grabcut_iterations: int = Field(3, ge=0, le=20)  # 0: plain threshold
+    grabcut_min_side: int = Field(96, ge=0, le=1024)  # smaller images are cut upscaled (see refine)
     classifier_timesteps: tuple[int, ...] = Field((850, 950), min_length=1)
     classifier_repeats: int = Field(3, ge=1, le=32)
 

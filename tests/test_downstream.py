@@ -101,11 +101,25 @@ def test_all_ignore_masks_give_zero_loss_not_nan(tmp_path):
 def test_detector_trains_and_scores_with_both_ap_kinds(small_world, tmp_path):
     config = DownstreamConfig(task="detection", model="maskrcnn_mobilenet_v3_large_fpn",
                               sources=[Source(str(small_world / "annotations" / "instances_train.json"))],
-                              steps=2, batch_size=2, learning_rate=0.01, warmup_steps=1, image_size=64)
+                              steps=16, batch_size=2, learning_rate=0.02, warmup_steps=1, image_size=64)
     out = train_downstream(config, tmp_path / "det", progress=False)
+    losses = [json.loads(line)["loss"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:4])
     scores = evaluate_trained(out, small_world / "annotations" / "instances_val.json")
     assert set(scores) == {"bbox", "segm"}
     assert all(0.0 <= scores[k]["AP"] <= 1.0 for k in scores)
+
+
+def test_mobile_detector_reads_stride_8_features_for_small_objects():
+    from synthscene.train.models import build_model
+
+    model = build_model("maskrcnn_mobilenet_v3_large_fpn", 7, min_size=96, max_size=192).eval()
+    with torch.no_grad():
+        features = model.backbone(torch.zeros(1, 3, 96, 96))
+    assert [tuple(f.shape[-2:]) for f in features.values()] == [(12, 12), (6, 6), (3, 3), (2, 2)]
+    assert model.rpn.anchor_generator.num_anchors_per_location() == [3] * 4
+    for pool in (model.roi_heads.box_roi_pool, model.roi_heads.mask_roi_pool):
+        assert pool.featmap_names == ["0", "1", "2"] and pool.sampling_ratio == 1
 
 
 def test_image_names_may_not_leave_the_dataset_root(small_world, tmp_path):

@@ -167,7 +167,8 @@ def _label_ours(tokenizer, image: np.ndarray, cross: dict, class_errors: torch.T
     first = min(token_indices(tokenizer, task.prompt, attention_word(w))[0] for w in task.words)
     objectness = upsample_scores(objectness_map(cross, first)[None], size)[0].numpy()
     foreground = grabcut_foreground(image, objectness, params.objectness_threshold, params.grabcut_background_below,
-                                    params.grabcut_foreground_above, params.grabcut_iterations)
+                                    params.grabcut_foreground_above, params.grabcut_iterations,
+                                    params.grabcut_min_side)
     count, regions = cv2.connectedComponents(foreground.astype(np.uint8), connectivity=8)
     semantic = np.zeros(size, np.uint8)
     errors = None
