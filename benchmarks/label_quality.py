@@ -1,6 +1,6 @@
 """Label quality of text2labels on the embedded model, scored against the shapes-world oracle.
 
-    .venv/bin/python benchmarks/label_quality.py [--images 100] [--spec examples/shapes-text2labels.yaml]
+    .venv/bin/python benchmarks/label_quality.py [--images 100] [--seed S] [--spec examples/shapes-text2labels.yaml]
 
 Both recipes label the same images: each batch is generated once per recipe from the same
 seeds (capture does not change the images). Pixels a recipe marks uncertain (255) are left
@@ -82,12 +82,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", default=DEFAULT_SPEC)
     parser.add_argument("--images", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=None, help="the run seed (default: the spec's)")
     parser.add_argument("--mosaic", action="store_true", help="score MosaicFusion's instance masks")
     args = parser.parse_args()
     if args.mosaic:
         return mosaic_quality(args.spec if args.spec != DEFAULT_SPEC else "examples/shapes-mosaic.yaml", args.images)
     started = time.perf_counter()
     spec = load_spec(args.spec).model_copy(update={"num_samples": args.images})
+    if args.seed is not None:
+        spec = spec.model_copy(update={"seed": args.seed})
     if [c.name for c in spec.classes] != list(CLASS_NAMES):
         raise SystemExit("the spec's classes must be the shapes world's, in order, to use the oracle")
     pipe = load_pipeline(spec.model)
@@ -124,7 +127,7 @@ def main() -> None:
         result[f"per_class{suffix}"] = {c: round(float(v), 4) for c, v in zip(["background", *CLASS_NAMES], per_class)}
         result[f"ignored{suffix}"] = round(ignored[name] / pixels, 4)
         result[f"seconds{suffix}"] = round(seconds[name], 1)
-    result.update(images=len(tasks), goal_miou=0.85, seconds_total=round(time.perf_counter() - started, 1))
+    result.update(images=len(tasks), seed=spec.seed, goal_miou=0.85, seconds_total=round(time.perf_counter() - started, 1))
     print(json.dumps(result))
 
 

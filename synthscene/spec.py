@@ -62,8 +62,10 @@ class Text2LabelsSpec(_Strict):
     ``faithful`` is Dataset Diffusion: class-prompt cross-attention, self-attention
     exponentiation, per-class min-max, foreground / background thresholds with 255 between.
     ``ours`` (default): where objects are from the prompt's own cross-attention over the
-    late steps, refined by GrabCut against the image; which class each region is from a
-    diffusion classifier over the named classes (a class that was not drawn claims nothing).
+    late steps, spread along self-attention and cut against the image (GrabCut, then a
+    colour matte at the edges); the foreground is split into one segment per object by
+    colour, and which class each segment shows is from a diffusion classifier over the
+    named classes (a class that was not drawn claims nothing).
     """
 
     recipe: Literal["faithful", "ours"] = "ours"
@@ -71,17 +73,21 @@ class Text2LabelsSpec(_Strict):
     # default: all steps for "faithful", the later half for "ours"
     step_window: tuple[float, float] = None  # type: ignore[assignment]
     min_instance_area: int = Field(4, ge=1)
-    # faithful
     self_resolution: int | None = Field(16, ge=1, le=32)
+    # faithful
     self_attention_power: int = Field(4, ge=0, le=16)
     foreground: float = Field(0.6, ge=0.0, le=1.0)
     background: float = Field(0.5, ge=0.0, le=1.0)
     # ours
+    objectness_self_attention_power: int = Field(1, ge=0, le=16)  # 0: cross-attention alone
     objectness_threshold: float = Field(0.5, ge=0.0, le=1.0)
     grabcut_background_below: float = Field(0.4, ge=0.0, le=1.0)
     grabcut_foreground_above: float = Field(0.95, ge=0.0, le=1.0)
     grabcut_iterations: int = Field(3, ge=0, le=20)  # 0: plain threshold
     grabcut_min_side: int = Field(96, ge=0, le=1024)  # smaller images are cut upscaled (see refine)
+    matting_colours: int = Field(2, ge=0, le=8)  # 0: keep GrabCut's edges (see refine.matte_regions)
+    colour_split_distance: float = Field(60.0, ge=0.0)  # Lab; 0: one segment per connected region
+    colour_group_distance: float = Field(15.0, ge=0.0)  # Lab; look-alike segments share a class
     classifier_timesteps: tuple[int, ...] = Field((850, 950), min_length=1)
     classifier_repeats: int = Field(3, ge=1, le=32)
 

@@ -7,8 +7,8 @@ import torch
 
 from synthscene.capture import encode_for_store
 from synthscene.label.attention_maps import objectness_map
-from synthscene.label.classify import denoising_errors
-from synthscene.label.refine import grabcut_foreground
+from synthscene.label.classify import assign_segments, denoising_errors
+from synthscene.label.refine import colour_segments, grabcut_foreground, matte_regions
 from synthscene.world.classes import CLASS_NAMES
 from synthscene.world.oracle import oracle_semantic
 from synthscene.world.render import render_scene
@@ -76,6 +76,67 @@ def test_grabcut_without_both_sides_is_the_threshold_and_bad_input_errors():
         grabcut_foreground(image, flat[:10])
     with pytest.raises(ValueError, match="background_below"):
         grabcut_foreground(image, flat, threshold=0.3, background_below=0.4)
+
+
+def _blended(shapes, size=32, factor=4):
+    """A small image whose object edges are colour blends: drawn at ``factor`` x, area-averaged down.
+    shapes: [(draw(mask), rgb)]; returns the image and each shape's mask at the small size."""
+    rng = np.random.default_rng(0)
+    big = (np.array([150, 145, 160]) + rng.integers(-12, 12, (size * factor, size * factor, 3))).astype(np.uint8)
+    masks = []
+    for draw, colour in shapes:
+        mask = np.zeros(big.shape[:2], np.uint8)
+        draw(mask)
+        big[mask == 1] = colour
+        masks.append(cv2.resize(mask.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA) >= 0.5)
+    return cv2.resize(big, (size, size), interpolation=cv2.INTER_AREA), masks
+
+
+def test_matte_moves_a_rounded_cut_onto_the_colour_edge_and_empties_holes():
+    def ring(mask):
+        cv2.circle(mask, (60, 64), 40, 1, -1)
+        cv2.circle(mask, (60, 64), 18, 0, -1)
+
+    image, (truth,) = _blended([(ring, (220, 120, 30))])
+    filled = cv2.dilate(cv2.resize(cv2.circle(np.zeros((128, 128), np.uint8), (60, 64), 40, 1, -1), (32, 32),
+                                   interpolation=cv2.INTER_AREA), np.ones((3, 3), np.uint8)).astype(bool)
+    matted = matte_regions(image, filled)
+    assert _iou(matted, truth) > 0.9 > 0.7 > _iou(filled, truth)
+    assert not matted[16, 15]  # the ring's inside is background again
+    assert np.array_equal(matte_regions(image, np.zeros_like(truth)), np.zeros_like(truth))
+    with pytest.raises(ValueError, match="differ in size"):
+        matte_regions(image, truth[:10])
+
+
+def test_colour_segments_split_touching_objects_of_different_colours_only():
+    def left(mask):
+        cv2.rectangle(mask, (20, 40), (63, 90), 1, -1)
+
+    def right(mask):
+        cv2.rectangle(mask, (64, 40), (100, 90), 1, -1)
+
+    two, (a, b) = _blended([(left, (220, 30, 30)), (right, (40, 60, 220))])
+    segments = colour_segments(two, a | b)
+    assert segments.max() == 2
+    assert len(np.unique(segments[a & ~cv2.dilate(b.astype(np.uint8), np.ones((3, 3))).astype(bool)])) == 1
+    same, (c, d) = _blended([(left, (220, 30, 30)), (right, (225, 35, 25))])
+    assert colour_segments(same, c | d).max() == 1
+    assert colour_segments(two, a | b, split_distance=0).max() == 1
+
+
+def test_look_alike_segments_are_classified_together():
+    image = np.full((8, 8, 3), 128, np.uint8)
+    segments = np.zeros((8, 8), np.int32)
+    segments[1:4, 1:4], segments[5:7, 5:7], segments[1:3, 5:7] = 1, 2, 3
+    image[segments == 1] = image[segments == 2] = (200, 20, 20)
+    image[segments == 3] = (20, 20, 200)
+    errors = np.ones((2, 8, 8), np.float32)
+    errors[1][segments == 1] = 0.5  # the big red segment looks like class 1
+    errors[0][segments == 2] = 0.9  # the small red one alone would say class 0
+    errors[1][segments == 3] = 2.0  # the blue one is class 0
+    assert assign_segments(segments, errors, image) == {1: 1, 2: 1, 3: 0}
+    assert assign_segments(segments, errors, image, group_distance=0) == {1: 1, 2: 0, 3: 0}
+    assert assign_segments(segments, None, image) == {1: 0, 2: 0, 3: 0}
 
 
 def test_objectness_skips_tokens_before_the_first_class_word():

@@ -38,10 +38,12 @@ def class_maps(cross_maps: dict[tuple[int, int], torch.Tensor], token_groups: li
     return torch.stack(per_resolution).mean(dim=0)
 
 
-def objectness_map(cross_maps: dict[tuple[int, int], torch.Tensor], first_token: int) -> torch.Tensor:
+def objectness_map(cross_maps: dict[tuple[int, int], torch.Tensor], first_token: int,
+                   size: tuple[int, int] | None = None) -> torch.Tensor:
     """Where the prompt's objects are: attention to every token from ``first_token`` on
     (the class words, end-of-text and padding; not BOS and the words before the first
-    class), averaged over resolutions on the finest grid and min-max normalised.
+    class), averaged over resolutions on one grid (default: the finest) and min-max
+    normalised.
 
     Args:
         cross_maps: {(h, w): float [T, h, w]} mean cross-attention of one sample.
@@ -50,7 +52,7 @@ def objectness_map(cross_maps: dict[tuple[int, int], torch.Tensor], first_token:
     """
     if not cross_maps:
         raise ValueError("no cross-attention maps were captured (check the capture resolutions)")
-    size = max(cross_maps)
+    size = size or max(cross_maps)
     total = torch.stack([
         F.interpolate(maps[first_token:].sum(dim=0)[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
         for maps in cross_maps.values()

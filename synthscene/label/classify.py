@@ -10,8 +10,11 @@ model must take an object's appearance from the text rather than from the image.
 
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.cluster.hierarchy import fcluster, linkage
 
 
 @torch.no_grad()
@@ -51,3 +54,36 @@ def denoising_errors(unet, scheduler, latents: torch.Tensor, class_embeddings: t
             prediction = unet(batch, t, encoder_hidden_states=class_embeddings.to(unet.device, unet.dtype)).sample
             errors += F.mse_loss(prediction.float().cpu(), noise.cpu()[None].expand_as(prediction), reduction="none").mean(1)
     return errors / (len(timesteps) * repeats)
+
+
+def assign_segments(segments, errors, image, group_distance: float = 15.0) -> dict[int, int]:
+    """Which of K named classes each segment shows, from per-pixel denoising errors.
+
+    Segments whose mean Lab colours lie within ``group_distance`` of each other (directly or
+    through a chain) look alike and are decided together, so a small piece borrows the
+    evidence of its larger look-alikes. A group takes the class with the lowest mean error
+    over its pixels.
+
+    Args:
+        segments: int [H, W], 0 background, 1..S segments (``refine.colour_segments``).
+        errors: float [K, H, W] denoising errors at image resolution (None: one class).
+        image: uint8 [H, W, 3] RGB.
+    Returns:
+        {segment id: class index in 0..K-1}.
+    """
+    ids = [int(i) for i in np.unique(segments) if i != 0]
+    if errors is None or not ids:
+        return dict.fromkeys(ids, 0)
+    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
+    groups = np.arange(len(ids))
+    if len(ids) > 1 and group_distance > 0:
+        colours = np.stack([lab[segments == i].mean(axis=0) for i in ids])
+        # single linkage = the chains of the union of pairs closer than group_distance
+        groups = fcluster(linkage(colours, method="single"), t=group_distance, criterion="distance")
+    choice = {}
+    for group in np.unique(groups):
+        members = [i for i, g in zip(ids, groups) if g == group]
+        pixels = np.isin(segments, members)
+        best = int(errors[:, pixels].mean(axis=1).argmin())
+        choice.update(dict.fromkeys(members, best))
+    return choice

@@ -9,10 +9,12 @@ The image is generated from the prompt alone; labels are read while it is made.
   thresholded into a semantic mask with an uncertain band (255).
 - ``ours``: objectness is the prompt's own cross-attention to everything from the first
   class word on (on the embedded model the end-of-text and padding tokens carry the
-  objects, on SD the words do), over the later steps; GrabCut sharpens it against the
-  image; each connected region takes the named class with the lowest denoising error
-  (``synthscene.label.classify``). Per-class min-max is gone, so a named class that was
-  not drawn claims no pixels.
+  objects, on SD the words do), over the later steps, spread once along the self-attention
+  (which fills objects out to their edges and drops stray hot spots); GrabCut and a colour
+  matte cut it against the image (``synthscene.label.refine``); the foreground splits into
+  one segment per object by colour, and each segment takes the named class with the
+  lowest denoising error (``synthscene.label.classify``). Per-class min-max is gone, so a
+  named class that was not drawn claims no pixels.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -35,9 +36,9 @@ from synthscene.label.attention_maps import (
     semantic_from_scores,
     upsample_scores,
 )
-from synthscene.label.classify import denoising_errors
+from synthscene.label.classify import assign_segments, denoising_errors
 from synthscene.label.instances import instances_from_semantic
-from synthscene.label.refine import grabcut_foreground
+from synthscene.label.refine import colour_segments, grabcut_foreground, matte_regions
 from synthscene.methods.runner import run_shards
 from synthscene.models.load import load_pipeline
 from synthscene.models.schedulers import set_scheduler
@@ -107,7 +108,8 @@ def capture_batch(pipe, tasks: list[SampleTask], spec: DatasetSpec) -> CapturedB
     faithful = params.recipe == "faithful"
     store = AttentionStore(
         CaptureConfig(cross_resolutions=params.cross_resolutions,
-                      self_resolution=params.self_resolution if faithful else None,
+                      self_resolution=params.self_resolution if faithful or params.objectness_self_attention_power
+                      else None,
                       step_window=params.step_window),
         num_steps=spec.sampler.steps, guidance=spec.sampler.guidance > 1.0,
         class_embeddings=encode_for_store(pipe, [class_prompt(t)[0] for t in tasks]) if faithful else None,
@@ -153,32 +155,41 @@ def label_sample(tokenizer, captured: CapturedBatch, b: int, task: SampleTask, p
         full_scores = np.zeros((num_classes, *image.shape[:2]), np.float32)
         full_scores[list(task.class_ids)] = scores.numpy()
     else:
-        semantic, full_scores = _label_ours(tokenizer, image, cross, captured.class_errors[b], task, params,
-                                            num_classes)
+        self_attention = None if captured.self_attention is None else captured.self_attention[b]
+        semantic, full_scores = _label_ours(tokenizer, image, cross, self_attention, captured.class_errors[b], task,
+                                            params, num_classes)
     instances, dropped = instances_from_semantic(semantic, full_scores, params.min_instance_area, num_classes)
     meta = {"index": task.index, "class_ids": list(task.class_ids), "dropped_small": dropped}
     return Sample(image, instances, semantic, task.prompt, task.seed, meta)
 
 
-def _label_ours(tokenizer, image: np.ndarray, cross: dict, class_errors: torch.Tensor | None, task: SampleTask,
-                params: Text2LabelsSpec, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def _label_ours(tokenizer, image: np.ndarray, cross: dict, self_attention: torch.Tensor | None,
+                class_errors: torch.Tensor | None, task: SampleTask, params: Text2LabelsSpec,
+                num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """(semantic uint8 [H, W], scores float [C, H, W]) by the ``ours`` recipe."""
     size = image.shape[:2]
     first = min(token_indices(tokenizer, task.prompt, attention_word(w))[0] for w in task.words)
-    objectness = upsample_scores(objectness_map(cross, first)[None], size)[0].numpy()
+    spread = self_attention is not None and params.objectness_self_attention_power > 0
+    side = round(self_attention.shape[-1] ** 0.5) if spread else None
+    objectness = objectness_map(cross, first, (side, side) if spread else None)
+    if spread:
+        objectness = min_max_per_class(refine_with_self_attention(
+            objectness[None], self_attention, params.objectness_self_attention_power))[0]
+    objectness = upsample_scores(objectness[None], size)[0].numpy()
     foreground = grabcut_foreground(image, objectness, params.objectness_threshold, params.grabcut_background_below,
                                     params.grabcut_foreground_above, params.grabcut_iterations,
                                     params.grabcut_min_side)
-    count, regions = cv2.connectedComponents(foreground.astype(np.uint8), connectivity=8)
-    semantic = np.zeros(size, np.uint8)
+    if params.matting_colours > 0:
+        foreground = matte_regions(image, foreground, params.matting_colours)
+    segments = colour_segments(image, foreground, params.colour_split_distance)
     errors = None
     if class_errors is not None:
         errors = torch.nn.functional.interpolate(class_errors[None], size=size, mode="bilinear",
                                                  align_corners=False)[0].numpy()
-    for region in range(1, count):
-        pixels = regions == region
-        best = 0 if errors is None else int(errors[:, pixels].mean(axis=1).argmin())
-        semantic[pixels] = task.class_ids[best] + 1
+    lookup = np.zeros(segments.max() + 1, np.uint8)
+    for segment, best in assign_segments(segments, errors, image, params.colour_group_distance).items():
+        lookup[segment] = task.class_ids[best] + 1
+    semantic = lookup[segments]
     # an instance's score: its mean objectness
     scores = np.repeat(objectness[None].astype(np.float32), num_classes, axis=0)
     return semantic, scores
