@@ -3,9 +3,11 @@
 Prompts are the captions of a fresh shapes-world validation split (scenes with 1-4
 objects); each image is labelled by the world's colour oracle.
 
-    .venv/bin/python benchmarks/embedded_model_quality.py [--model embedded] [--images 240]
+    .venv/bin/python benchmarks/embedded_model_quality.py [--model embedded] [--images 240] [--grid PNG]
 
 Last line: JSON with named_present (goal >= 0.9), unnamed_present (goal < 0.1).
+``--grid`` also writes the model card's sample grid: one row per prompt of
+examples/shapes-prompts.txt, seeds 0-7, images enlarged 4x.
 """
 
 from __future__ import annotations
@@ -13,10 +15,17 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
 
 from synthscene.models.load import load_pipeline
 from synthscene.world.presence import named_classes, score_presence
 from synthscene.world.render import render_scene
+
+GRID_PROMPTS = Path(__file__).resolve().parents[1] / "examples" / "shapes-prompts.txt"
 
 
 def world_prompts(count: int, seed: int) -> list[str]:
@@ -29,6 +38,22 @@ def world_prompts(count: int, seed: int) -> list[str]:
     return prompts
 
 
+def sample_grid(pipe, prompts: list[str], seeds: int, steps: int, guidance: float, zoom: int = 4,
+                gap: int = 2) -> np.ndarray:
+    """uint8 RGB grid, a row per prompt, a column per seed 0..seeds-1, framed by white gaps."""
+    rows = []
+    for prompt in prompts:
+        images = pipe([prompt] * seeds, num_inference_steps=steps, guidance_scale=guidance, output_type="np",
+                      generator=[torch.Generator().manual_seed(s) for s in range(seeds)]).images
+        rows.append([(im * 255).round().astype(np.uint8).repeat(zoom, 0).repeat(zoom, 1) for im in images])
+    side = rows[0][0].shape[0] + gap
+    grid = np.full((len(rows) * side + gap, seeds * side + gap, 3), 255, np.uint8)
+    for i, row in enumerate(rows):
+        for j, tile in enumerate(row):
+            grid[gap + i * side: (i + 1) * side, gap + j * side: (j + 1) * side] = tile
+    return grid
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="embedded")
@@ -36,9 +61,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--guidance", type=float, default=7.5)
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--grid", type=Path, default=None, help="also write the sample grid PNG here")
     args = parser.parse_args()
     started = time.perf_counter()
     pipe = load_pipeline(args.model)
+    if args.grid is not None:
+        prompts = [p.strip() for p in GRID_PROMPTS.read_text().splitlines() if p.strip()]
+        grid = sample_grid(pipe, prompts, seeds=8, steps=args.steps, guidance=args.guidance)
+        _, png = cv2.imencode(".png", grid[..., ::-1])
+        tmp = args.grid.with_name(f".{args.grid.name}.tmp")
+        tmp.write_bytes(png.tobytes())
+        tmp.replace(args.grid)
     result = score_presence(pipe, world_prompts(args.images, args.seed), steps=args.steps,
                             guidance=args.guidance, seed=args.seed)
     result.update(model=args.model, steps=args.steps, guidance=args.guidance, seed=args.seed,
