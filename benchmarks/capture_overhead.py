@@ -1,6 +1,6 @@
 """Wall time of generation with attention capture / without, same model, steps, batch, seeds.
 
-    .venv/bin/python benchmarks/capture_overhead.py [--steps 2] [--repeats 3]
+    .venv/bin/python benchmarks/capture_overhead.py [--steps 2] [--repeats 3] [--device cuda]
 
 ``ratio``: on a UNet with SD 1.5's geometry (random weights, 512 px = 64x64 latents,
 classifier-free guidance), capturing what the labels need: cross-attention at 16x16 and
@@ -49,16 +49,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
-    sd15 = overhead(sd15_geometry_pipeline(), ["a photo of a cat and a dog"], args.steps,
+    sd15 = overhead(sd15_geometry_pipeline().to(args.device), ["a photo of a cat and a dog"], args.steps,
                     CaptureConfig(cross_resolutions=(16,), self_resolution=32), args.repeats)
     print("sd1.5 geometry:", sd15, flush=True)
-    embedded = overhead(load_pipeline("embedded"), ["a photo of a ball and a leaf"] * 16, 25,
+    embedded = overhead(load_pipeline("embedded", device=args.device), ["a photo of a ball and a leaf"] * 16, 25,
                         CaptureConfig(cross_resolutions=(16,), self_resolution=16), args.repeats)
     print("embedded:", embedded, flush=True)
     print(json.dumps({"ratio": sd15["ratio"], "embedded_ratio": embedded["ratio"], "goal_ratio": 1.05,
-                      "sd15": sd15, "embedded": embedded, "steps": args.steps}))
+                      "sd15": sd15, "embedded": embedded, "steps": args.steps,
+                      "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"}))
 
 
 if __name__ == "__main__":

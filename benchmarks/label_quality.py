@@ -46,10 +46,10 @@ def _region_iou(instances, truth, owners, k, task) -> float:
     return (mask & target).sum() / max(1, (mask | target).sum())
 
 
-def mosaic_quality(spec_path: str, images: int) -> None:
+def mosaic_quality(spec_path: str, images: int, device: str = "cpu") -> None:
     started = time.perf_counter()
     spec = load_spec(spec_path).model_copy(update={"num_samples": images})
-    pipe = load_pipeline(spec.model)
+    pipe = load_pipeline(spec.model, device=device)
     set_scheduler(pipe, spec.sampler.scheduler)
     params = spec.mosaic.model_copy(update={"strict": False})
     strict_params = spec.mosaic.model_copy(update={"strict": True})
@@ -84,16 +84,18 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--seed", type=int, default=None, help="the run seed (default: the spec's)")
     parser.add_argument("--mosaic", action="store_true", help="score MosaicFusion's instance masks")
+    parser.add_argument("--device", default="cpu", help="torch device for the model, e.g. cuda")
     args = parser.parse_args()
     if args.mosaic:
-        return mosaic_quality(args.spec if args.spec != DEFAULT_SPEC else "examples/shapes-mosaic.yaml", args.images)
+        return mosaic_quality(args.spec if args.spec != DEFAULT_SPEC else "examples/shapes-mosaic.yaml", args.images,
+                              args.device)
     started = time.perf_counter()
     spec = load_spec(args.spec).model_copy(update={"num_samples": args.images})
     if args.seed is not None:
         spec = spec.model_copy(update={"seed": args.seed})
     if [c.name for c in spec.classes] != list(CLASS_NAMES):
         raise SystemExit("the spec's classes must be the shapes world's, in order, to use the oracle")
-    pipe = load_pipeline(spec.model)
+    pipe = load_pipeline(spec.model, device=args.device)
     set_scheduler(pipe, spec.sampler.scheduler)
     tasks = plan_dataset(spec)
     for task in tasks:

@@ -66,6 +66,7 @@ def train_generator_command(
     max_minutes: Annotated[float | None, typer.Option(help="Stop and save after this many minutes.")] = None,
     seed: int = 0,
     resume: Annotated[bool, typer.Option(help="Continue from the latest checkpoint in --out.")] = False,
+    device: Annotated[str, typer.Option(help="Torch device to train on, e.g. cuda.")] = "cpu",
 ):
     """Train (or fine-tune) a Stable Diffusion-compatible pipeline on image-caption pairs."""
     from synthscene.train.generator import GeneratorTrainingConfig, train_generator
@@ -74,7 +75,7 @@ def train_generator_command(
         data=data, out=str(out), architecture=architecture, init=init, image_root=image_root, steps=steps,
         vae_steps=vae_steps, batch_size=batch_size, learning_rate=learning_rate,
         caption_dropout=caption_dropout, snr_gamma=snr_gamma or None, ema=ema, checkpoint_every=checkpoint_every,
-        max_minutes=max_minutes, seed=seed,
+        max_minutes=max_minutes, seed=seed, device=device,
     )
     model_dir = train_generator(config, resume=resume)
     typer.echo(f"saved pipeline to {model_dir}")
@@ -95,6 +96,7 @@ def generate(
     seed: Annotated[int, typer.Option(help="Run seed; each image's seed derives from it and its index.")] = 0,
     batch_size: int = 8,
     overwrite: bool = False,
+    device: Annotated[str, typer.Option(help="Torch device for the model, e.g. cuda.")] = "cpu",
 ):
     """Generate labelled samples from a spec, or plain images from prompts."""
     if spec is not None:
@@ -105,14 +107,14 @@ def generate(
             from synthscene.methods.mosaic import generate_mosaics as run
         else:
             from synthscene.methods.text2labels import generate_dataset as run
-        run(dataset_spec, out, resume=resume)
+        run(dataset_spec, out, resume=resume, device=device)
         typer.echo(f"wrote {dataset_spec.method} run of {dataset_spec.num_samples} samples to {out}")
         return
     from synthscene.generate import generate_images, read_prompts
 
     prompts = read_prompts(prompt or [], prompts_file)
     generate_images(prompts, out, model=model, images_per_prompt=images_per_prompt, steps=steps,
-                    guidance=guidance, seed=seed, batch_size=batch_size, overwrite=overwrite)
+                    guidance=guidance, seed=seed, batch_size=batch_size, overwrite=overwrite, device=device)
     typer.echo(f"wrote {len(prompts) * images_per_prompt} images to {out}")
 
 

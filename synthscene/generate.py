@@ -37,7 +37,7 @@ def check_prompts(prompts: list[str], tokenizer) -> None:
 
 def generate_images(prompts: list[str], out: str | Path, model: str = "embedded", images_per_prompt: int = 1,
                     steps: int = 25, guidance: float = 7.5, seed: int = 0, batch_size: int = 8,
-                    overwrite: bool = False, progress: bool = True) -> Path:
+                    overwrite: bool = False, progress: bool = True, device: str = "cpu") -> Path:
     """Write ``images_per_prompt`` images per prompt to ``out/images`` with
     ``out/metadata.jsonl`` (prompt, seed) and ``out/run.json`` (config, model, versions)."""
     # 1. check inputs before loading anything heavy
@@ -46,7 +46,7 @@ def generate_images(prompts: list[str], out: str | Path, model: str = "embedded"
             raise ValueError(f"{name} must be > 0, got {value}")
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
-    pipe = load_pipeline(model)
+    pipe = load_pipeline(model, device=device)
     check_prompts(prompts, pipe.tokenizer)
     jobs = [(i, prompt) for i, prompt in enumerate(p for p in prompts for _ in range(images_per_prompt))]
     config = {"prompts": prompts, "model": model, "images_per_prompt": images_per_prompt, "steps": steps,

@@ -57,6 +57,13 @@ def test_cli_missing_model(tmp_path):
     assert not (tmp_path / "gen").exists()
 
 
+def test_cli_unknown_device_leaves_nothing(tiny_pipeline_dir, tmp_path):
+    result = runner.invoke(app, ["generate", "--model", str(tiny_pipeline_dir), "--prompt", "a ball",
+                                 "--out", str(tmp_path / "gen"), "--device", "gpu0"])
+    assert result.exit_code == 2 and "device 'gpu0' is not a torch device" in result.output
+    assert not (tmp_path / "gen").exists()
+
+
 def test_cli_world_negative_count(tmp_path):
     result = runner.invoke(app, ["world", "--out", str(tmp_path / "w"), "--n-train", "-3"])
     assert result.exit_code == 2 and "must be >= 0" in result.output

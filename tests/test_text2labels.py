@@ -143,6 +143,17 @@ def test_missing_model_is_refused_without_output(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("device", ["gpu0", "cuda"])
+def test_unusable_device_is_refused_without_output(tiny_pipeline_dir, tmp_path, device):
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match=f"device '{device}'"):
+        generate_dataset(_spec(tiny_pipeline_dir), tmp_path / "run", progress=False, device=device)
+    assert not (tmp_path / "run").exists()
+
+
 def test_unwritable_output_folder(tiny_pipeline_dir, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")

@@ -111,6 +111,15 @@ def test_bad_numbers(tiny_world, tmp_path, field, value):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("device", ["gpu0", "cuda"])
+def test_unusable_device_refused_before_writing(tiny_world, tmp_path, device):
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="device"):
+        train_generator(_config(tiny_world / "train", tmp_path / "run", device=device))
+    assert not (tmp_path / "run").exists()
+
+
 def test_finetune_keeps_text_encoder_and_vae_frozen(tiny_world, tiny_pipeline_dir, tmp_path):
     out = train_generator(_config(tiny_world / "train", tmp_path / "ft", init=str(tiny_pipeline_dir), steps=3,
                                   checkpoint_every=3, ema=False))

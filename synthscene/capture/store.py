@@ -105,12 +105,12 @@ class AttentionStore:
         maps = {}
         for (h, w), total in self.cross_sums.items():
             mean = total / self.cross_counts[(h, w)]
-            maps[(h, w)] = mean.transpose(1, 2).reshape(mean.shape[0], mean.shape[2], h, w)
+            maps[(h, w)] = mean.transpose(1, 2).reshape(mean.shape[0], mean.shape[2], h, w).cpu()
         return maps
 
     def self_map(self) -> torch.Tensor | None:
         """Mean self-attention at ``self_resolution``: float32 [B, N, N] (rows sum to 1)."""
-        return None if self.self_sum is None else self.self_sum / self.self_count
+        return None if self.self_sum is None else (self.self_sum / self.self_count).cpu()
 
     def nbytes(self) -> int:
         """Bytes held by the running sums."""

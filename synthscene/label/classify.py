@@ -47,7 +47,8 @@ def denoising_errors(unet, scheduler, latents: torch.Tensor, class_embeddings: t
     for timestep in timesteps:
         alpha = alphas[timestep]
         for _ in range(repeats):
-            noise = torch.randn(latents.shape, generator=generator, device=generator.device)
+            # drawn on the generator's device, so labels match across the UNet's devices
+            noise = torch.randn(latents.shape, generator=generator, device=generator.device).to(latents.device)
             noisy = alpha.sqrt() * latents + (1 - alpha).sqrt() * noise
             batch = noisy[None].expand(num_classes, -1, -1, -1).to(unet.device, unet.dtype)
             t = torch.full((num_classes,), timestep, device=unet.device)

@@ -286,10 +286,12 @@ def plan_mosaics(spec: DatasetSpec) -> list[SampleTask]:
     return tasks
 
 
-def generate_mosaics(spec: DatasetSpec, out: str | Path, resume: bool = False, progress: bool = True) -> Path:
-    """Make ``spec.num_samples`` mosaics (fewer when ``strict`` drops some) in ``out``."""
+def generate_mosaics(spec: DatasetSpec, out: str | Path, resume: bool = False, progress: bool = True,
+                     device: str = "cpu") -> Path:
+    """Make ``spec.num_samples`` mosaics (fewer when ``strict`` drops some) in ``out``, running
+    the model on ``device``."""
     tasks = plan_mosaics(spec)
-    pipe = load_pipeline(spec.model)
+    pipe = load_pipeline(spec.model, device=device)
     set_scheduler(pipe, spec.sampler.scheduler)
     plan_layout(spec.mosaic, pipe, np.random.default_rng(0))  # a canvas the model cannot take fails here
     for task in tasks:

@@ -53,11 +53,13 @@ def class_prompt(task: SampleTask) -> tuple[str, int]:
     return head + " ".join(attention_word(w) for w in task.words), len(head)
 
 
-def generate_dataset(spec: DatasetSpec, out: str | Path, resume: bool = False, progress: bool = True) -> Path:
-    """Make ``spec.num_samples`` labelled samples in ``out`` (see ``synthscene.store``)."""
+def generate_dataset(spec: DatasetSpec, out: str | Path, resume: bool = False, progress: bool = True,
+                     device: str = "cpu") -> Path:
+    """Make ``spec.num_samples`` labelled samples in ``out`` (see ``synthscene.store``), running
+    the model on ``device`` (recorded in ``run.json``)."""
     # plan, load the model, and check every prompt before writing anything
     tasks = plan_dataset(spec)
-    pipe = load_pipeline(spec.model)
+    pipe = load_pipeline(spec.model, device=device)
     set_scheduler(pipe, spec.sampler.scheduler)
     check_recipe(pipe, spec.text2labels)
     for task in tasks:

@@ -20,6 +20,20 @@ class ModelNotFoundError(FileNotFoundError):
     """No pipeline could be loaded; the message lists what was tried."""
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """The torch device for ``device`` ("cpu", "cuda", "cuda:1", "mps"), refused with one clear
+    error when it is not a device name or this machine's torch cannot use it."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {str(device)!r} is not a torch device: {err}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r}: torch sees no CUDA device on this machine")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {str(device)!r}: torch sees no MPS device on this machine")
+    return device
+
+
 def resolve_model(model: str) -> tuple[str, bool]:
     """(path or hub id, is_local) for a ``--model`` value."""
     if model == EMBEDDED_MODEL_NAME:
@@ -39,7 +53,9 @@ def load_pipeline(model: str = EMBEDDED_MODEL_NAME, dtype: torch.dtype = torch.f
             or a hub id such as "stable-diffusion-v1-5/stable-diffusion-v1-5".
     Raises:
         ModelNotFoundError: saying which folder and hub id were tried and why each failed.
+        ValueError: a device this machine cannot use (checked before loading).
     """
+    device = check_device(device)
     source, is_local = resolve_model(model)
     if is_local:
         if not (Path(source) / "model_index.json").is_file():
@@ -88,4 +104,5 @@ def model_fingerprint(pipe) -> dict:
         "name_or_path": str(pipe.config._name_or_path),
         "class": type(pipe).__name__,
         "unet_sha256_prefix": digest.hexdigest()[:16],
+        "device": str(pipe.device),
     }

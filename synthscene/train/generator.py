@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from synthscene.io import write_json
 from synthscene.models.configs import ARCHITECTURES, build_components, sampling_scheduler, training_scheduler
-from synthscene.models.load import load_pipeline
+from synthscene.models.load import check_device, load_pipeline
 from synthscene.provenance import run_record
 from synthscene.train.image_captions import ImageCaptionDataset, check_image_captions, read_image_captions
 
@@ -56,6 +56,7 @@ class GeneratorTrainingConfig:
     max_minutes: float | None = None  # stop early (and save) after this much wall time
     seed: int = 0
     progress: bool = True
+    device: str = "cpu"  # e.g. "cuda"; random draws stay on the CPU, so batches and noise match across devices
 
     def check(self) -> None:
         for name in ("steps", "batch_size", "checkpoint_every"):
@@ -69,6 +70,7 @@ class GeneratorTrainingConfig:
             raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
         if self.init is None and self.architecture not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {self.architecture!r}; known: {sorted(ARCHITECTURES)}")
+        check_device(self.device)
 
 
 def train_generator(config: GeneratorTrainingConfig, resume: bool = False) -> Path:
@@ -91,6 +93,9 @@ def train_generator(config: GeneratorTrainingConfig, resume: bool = False) -> Pa
         components["scheduler"] = training_scheduler()
     else:
         components = build_components(ARCHITECTURES[config.architecture])
+    device = torch.device(config.device)
+    for name in ("vae", "unet", "text_encoder"):
+        components[name].to(device)
     tokenizer = components["tokenizer"]
     check_image_captions(pairs, tokenizer, progress=config.progress)
     resolution = components["vae"].config.sample_size
@@ -114,10 +119,11 @@ def train_generator(config: GeneratorTrainingConfig, resume: bool = False) -> Pa
     optimizer = torch.optim.AdamW(trained, lr=config.learning_rate, weight_decay=1e-2)
     ema = EMAModel(trained, decay=config.ema_decay, use_ema_warmup=True) if config.ema else None
     if checkpoint is not None and state["step"] > 0:
-        saved = torch.load(checkpoint / "trainer_state.pt", weights_only=True)
+        saved = torch.load(checkpoint / "trainer_state.pt", map_location="cpu", weights_only=True)
         optimizer.load_state_dict(saved["optimizer"])
         if ema is not None:
             ema.load_state_dict(saved["ema"])
+            ema.to(device)
     noise_scheduler = training_scheduler()
     empty_ids = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length,
                           return_tensors="pt").input_ids
@@ -136,10 +142,12 @@ def train_generator(config: GeneratorTrainingConfig, resume: bool = False) -> Pa
                         truncation=True, return_tensors="pt").input_ids
         drop = torch.rand(len(ids), generator=generator) < config.caption_dropout  # for CFG
         ids[drop] = empty_ids
+        images, ids = images.to(device), ids.to(device)
         with torch.no_grad():
             latents = vae.encode(images).latent_dist.sample(generator) * vae.config.scaling_factor
-        noise = torch.randn(latents.shape, generator=generator)
-        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(latents),), generator=generator)
+        noise = torch.randn(latents.shape, generator=generator).to(device)
+        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(latents),),
+                                  generator=generator).to(device)
         noisy = noise_scheduler.add_noise(latents, noise, timesteps)
         with torch.set_grad_enabled(from_scratch):
             encoder_hidden_states = text_encoder(ids)[0]
@@ -209,6 +217,7 @@ def _train_vae(vae, dataset: ImageCaptionDataset, config: GeneratorTrainingConfi
     for step in bar:
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + 10_000_000 + step)
         images, _ = _batch(dataset, config.batch_size, generator)
+        images = images.to(vae.device)
         posterior = vae.encode(images).latent_dist
         recon = vae.decode(posterior.sample(generator)).sample
         loss = F.l1_loss(recon, images) + F.mse_loss(recon, images) + 1e-6 * posterior.kl().mean()
@@ -223,7 +232,7 @@ def _train_vae(vae, dataset: ImageCaptionDataset, config: GeneratorTrainingConfi
     with torch.no_grad():
         generator = torch.Generator().manual_seed(config.seed)
         images, _ = _batch(dataset, min(256, 8 * config.batch_size), generator)
-        std = vae.encode(images).latent_dist.sample(generator).std().item()
+        std = vae.encode(images.to(vae.device)).latent_dist.sample(generator).std().item()
     vae.register_to_config(scaling_factor=1.0 / std)
 
 
