@@ -4,8 +4,9 @@
 
 Both recipes label the same images: each batch is generated once per recipe from the same
 seeds (capture does not change the images). Pixels a recipe marks uncertain (255) are left
-out of its confusion matrix; their share is reported. Last line: JSON with ``miou`` (ours),
-``miou_faithful`` (Dataset Diffusion), ``per_class`` (ours) and ``per_class_faithful``.
+out of its confusion matrix; their share is reported (``ignored*``). Last line: JSON with
+``miou`` (ours), ``miou_decided`` (ours with every pixel decided: no uncertain edge band, so
+what the band adds is visible), ``miou_faithful`` (Dataset Diffusion), and ``per_class*``.
 
     .venv/bin/python benchmarks/label_quality.py --mosaic [--images 50] [--spec examples/shapes-mosaic.yaml]
 
@@ -101,34 +102,41 @@ def main() -> None:
     for task in tasks:
         check_task(pipe.tokenizer, task)
     params = spec.text2labels
-    # the spec's own parameters for its recipe, the defaults for the other
+    # the spec's own parameters for its recipe, the defaults for the other; "ours_decided" is
+    # ours with every pixel decided (no uncertain edge band), labelled from the same capture
     recipes = {name: params if params.recipe == name else Text2LabelsSpec(recipe=name) for name in ("ours", "faithful")}
+    variants = {"ours": {"ours": recipes["ours"],
+                         "ours_decided": recipes["ours"].model_copy(update={"uncertain_blend": None})},
+                "faithful": {"faithful": recipes["faithful"]}}
+    names = [name for group in variants.values() for name in group]
     n = len(CLASS_NAMES) + 1
-    confusion = {name: np.zeros((n, n), np.int64) for name in recipes}
-    ignored = dict.fromkeys(recipes, 0)
+    confusion = {name: np.zeros((n, n), np.int64) for name in names}
+    ignored = dict.fromkeys(names, 0)
     seconds = dict.fromkeys(recipes, 0.0)
     pixels = 0
     for start in tqdm(range(0, len(tasks), spec.batch_size), desc="label quality"):
         batch = tasks[start : start + spec.batch_size]
-        for name, recipe in recipes.items():
+        for recipe_name, recipe in recipes.items():
             tick = time.perf_counter()
             captured = capture_batch(pipe, batch, spec.model_copy(update={"text2labels": recipe}))
-            semantics = [label_sample(pipe.tokenizer, captured, b, task, recipe, n - 1).semantic
-                         for b, task in enumerate(batch)]
-            seconds[name] += time.perf_counter() - tick
-            for image, semantic in zip(captured.images, semantics):
-                truth = oracle_semantic(image)
-                confusion[name] += confusion_matrix(semantic, truth, n, ignore_index=IGNORE_INDEX)
-                ignored[name] += int((semantic == IGNORE_INDEX).sum())
-                pixels += truth.size if name == "ours" else 0
+            for name, labelling in variants[recipe_name].items():
+                semantics = [label_sample(pipe.tokenizer, captured, b, task, labelling, n - 1).semantic
+                             for b, task in enumerate(batch)]
+                for image, semantic in zip(captured.images, semantics):
+                    truth = oracle_semantic(image)
+                    confusion[name] += confusion_matrix(semantic, truth, n, ignore_index=IGNORE_INDEX)
+                    ignored[name] += int((semantic == IGNORE_INDEX).sum())
+                    pixels += truth.size if name == "ours" else 0
+            seconds[recipe_name] += time.perf_counter() - tick
     result = {}
-    for name in recipes:
+    for name in names:
         miou, per_class = miou_from_confusion(confusion[name])
-        suffix = "" if name == "ours" else f"_{name}"
+        suffix = {"ours": "", "ours_decided": "_decided"}.get(name, f"_{name}")
         result[f"miou{suffix}"] = round(miou, 4)
         result[f"per_class{suffix}"] = {c: round(float(v), 4) for c, v in zip(["background", *CLASS_NAMES], per_class)}
         result[f"ignored{suffix}"] = round(ignored[name] / pixels, 4)
-        result[f"seconds{suffix}"] = round(seconds[name], 1)
+    for name in recipes:
+        result[f"seconds{'' if name == 'ours' else '_' + name}"] = round(seconds[name], 1)
     result.update(images=len(tasks), seed=spec.seed, goal_miou=0.85, seconds_total=round(time.perf_counter() - started, 1))
     print(json.dumps(result))
 

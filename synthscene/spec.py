@@ -65,7 +65,8 @@ class Text2LabelsSpec(_Strict):
     late steps, spread along self-attention and cut against the image (GrabCut, then a
     colour matte at the edges); the foreground is split into one segment per object by
     colour, and which class each segment shows is from a diffusion classifier over the
-    named classes (a class that was not drawn claims nothing).
+    named classes (a class that was not drawn claims nothing); near-even edge blends are
+    255 in the semantic mask (``uncertain_blend``).
     """
 
     recipe: Literal["faithful", "ours"] = "ours"
@@ -86,6 +87,9 @@ class Text2LabelsSpec(_Strict):
     grabcut_iterations: int = Field(3, ge=0, le=20)  # 0: plain threshold
     grabcut_min_side: int = Field(96, ge=0, le=1024)  # smaller images are cut upscaled (see refine)
     matting_colours: int = Field(2, ge=0, le=8)  # 0: keep GrabCut's edges (see refine.matte_regions)
+    # edge pixels whose object-colour blend weight lies in [low, high) are uncertain (255) in
+    # the semantic mask, as VOC marks object borders; instances keep them, cut at 0.5. None: none.
+    uncertain_blend: tuple[float, float] | None = (0.4, 0.6)
     colour_split_distance: float = Field(60.0, ge=0.0)  # Lab; 0: one segment per connected region
     colour_group_distance: float = Field(15.0, ge=0.0)  # Lab; look-alike segments share a class
     classifier_timesteps: tuple[int, ...] = Field((850, 950), min_length=1)
@@ -104,6 +108,8 @@ class Text2LabelsSpec(_Strict):
             raise ValueError("need grabcut_background_below <= objectness_threshold <= grabcut_foreground_above")
         if not self.background <= self.foreground:
             raise ValueError("need background <= foreground")
+        if self.uncertain_blend is not None and not 0.0 <= self.uncertain_blend[0] <= 0.5 <= self.uncertain_blend[1]:
+            raise ValueError(f"uncertain_blend must satisfy 0 <= low <= 0.5 <= high, got {self.uncertain_blend}")
         if not 0.0 <= self.step_window[0] < self.step_window[1] <= 1.0:
             raise ValueError(f"step_window must satisfy 0 <= first < last <= 1, got {self.step_window}")
         return self

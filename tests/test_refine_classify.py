@@ -8,7 +8,7 @@ import torch
 from synthscene.capture import encode_for_store
 from synthscene.label.attention_maps import objectness_map
 from synthscene.label.classify import assign_segments, denoising_errors
-from synthscene.label.refine import colour_segments, grabcut_foreground, matte_regions
+from synthscene.label.refine import blend_alpha, colour_segments, grabcut_foreground, matte_regions
 from synthscene.world.classes import CLASS_NAMES
 from synthscene.world.oracle import oracle_semantic
 from synthscene.world.render import render_scene
@@ -106,6 +106,20 @@ def test_matte_moves_a_rounded_cut_onto_the_colour_edge_and_empties_holes():
     assert np.array_equal(matte_regions(image, np.zeros_like(truth)), np.zeros_like(truth))
     with pytest.raises(ValueError, match="differ in size"):
         matte_regions(image, truth[:10])
+
+
+def test_blend_alpha_is_the_object_share_of_edge_pixels():
+    def square(mask):
+        cv2.rectangle(mask, (32, 32), (81, 81), 1, -1)  # 50 px at 4x: edges at 8 and 20.5 px
+
+    image, (truth,) = _blended([(square, (220, 40, 40))])
+    start = cv2.resize(truth.astype(np.uint8), (32, 32)).astype(bool)
+    alpha = blend_alpha(image, start)
+    assert np.array_equal(alpha >= 0.5, matte_regions(image, start))
+    assert alpha[14, 14] == pytest.approx(1.0, abs=0.15) and abs(alpha[2, 2]) < 0.15  # inside; far outside
+    # column 20 is half covered (x in [80, 82) of [80, 84) at 4x): a near-even blend
+    assert 0.3 < alpha[14, 20] < 0.7
+    assert alpha[14, 19] > 0.85 and alpha[14, 21] < 0.15
 
 
 def test_colour_segments_split_touching_objects_of_different_colours_only():

@@ -52,7 +52,8 @@ def test_samples_have_consistent_labels(tiny_pipeline_dir, tmp_path, recipe):
         assert labels <= {c + 1 for c in task.class_ids}  # only classes the prompt names
         for k in range(len(sample.instances)):
             mask = sample.instances.masks[k]
-            assert np.all(sample.semantic[mask] == sample.instances.class_id[k] + 1)
+            # instances keep the edge pixels the semantic mask leaves uncertain
+            assert set(np.unique(sample.semantic[mask]).tolist()) <= {sample.instances.class_id[k] + 1, 255}
         assert (out / "spec.resolved.yaml").is_file() and (out / "run.json").is_file()
 
 
@@ -180,28 +181,53 @@ def test_recipe_defaults_and_parameter_order():
         Text2LabelsSpec(objectness_threshold=0.3, grabcut_background_below=0.4)
     with pytest.raises(ValueError, match="step_window"):
         Text2LabelsSpec(step_window=(0.8, 0.2))
+    with pytest.raises(ValueError, match="uncertain_blend"):
+        Text2LabelsSpec(uncertain_blend=(0.6, 0.7))
+    assert Text2LabelsSpec(uncertain_blend=None).uncertain_blend is None
 
 
 def test_ours_beats_faithful_on_the_embedded_model():
-    """Both recipes label the same 8 generated images of the example spec; scored by the oracle."""
+    """Both recipes label the same 8 generated images of the example spec; scored by the oracle.
+    Ours is also labelled with every pixel decided, from the same capture, to check what its
+    uncertain edge band does."""
+    from scipy import ndimage
+
     from synthscene.evaluation.semantic import confusion_matrix, miou_from_confusion
     from synthscene.models.load import load_pipeline
     from synthscene.world import oracle_semantic
 
     spec = load_spec("examples/shapes-text2labels.yaml").model_copy(update={"num_samples": 8, "batch_size": 8})
-    assert spec.text2labels.recipe == "ours"
+    assert spec.text2labels.recipe == "ours" and spec.text2labels.uncertain_blend == (0.4, 0.6)
+    decided_params = spec.text2labels.model_copy(update={"uncertain_blend": None})
     pipe = load_pipeline(spec.model)
     tasks = plan_dataset(spec)
-    miou = {}
-    for params in (spec.text2labels, Text2LabelsSpec(recipe="faithful")):
+    miou, uncertain, on_edge = {}, 0, 0
+    for name, params in (("ours", spec.text2labels), ("faithful", Text2LabelsSpec(recipe="faithful"))):
         captured = text2labels.capture_batch(pipe, tasks, spec.model_copy(update={"text2labels": params}))
-        confusion = np.zeros((7, 7), np.int64)
+        confusion = {name: np.zeros((7, 7), np.int64), "decided": np.zeros((7, 7), np.int64)}
         for b, task in enumerate(tasks):
             sample = text2labels.label_sample(pipe.tokenizer, captured, b, task, params, 6)
             assert set(np.unique(sample.semantic).tolist()) - {0, 255} <= {c + 1 for c in task.class_ids}
-            confusion += confusion_matrix(sample.semantic, oracle_semantic(sample.image), 7)
-        miou[params.recipe] = miou_from_confusion(confusion)[0]
+            truth = oracle_semantic(sample.image)
+            confusion[name] += confusion_matrix(sample.semantic, truth, 7)
+            if name == "ours":
+                decided = text2labels.label_sample(pipe.tokenizer, captured, b, task, decided_params, 6)
+                confusion["decided"] += confusion_matrix(decided.semantic, truth, 7)
+                assert 255 not in decided.semantic
+                band = sample.semantic == 255
+                assert np.array_equal(sample.semantic[~band], decided.semantic[~band])
+                assert np.array_equal(sample.instances.masks, decided.instances.masks)
+                # uncertain pixels sit at the decided foreground's edge (on it, or one pixel from it
+                # where the matte moved the edge away from GrabCut's)
+                foreground = decided.semantic > 0
+                edge = ndimage.binary_dilation(foreground) & ndimage.binary_dilation(~foreground)
+                assert not (band & ~ndimage.binary_dilation(edge, np.ones((3, 3)))).any()
+                uncertain += band.sum()
+                on_edge += (band & edge).sum()
+        miou.update({k: miou_from_confusion(v)[0] for k, v in confusion.items() if v.any()})
     assert miou["ours"] > 0.45 and miou["ours"] > miou["faithful"] + 0.1, miou
+    assert miou["ours"] > miou["decided"], miou
+    assert 0 < uncertain < 0.05 * 8 * 32 * 32 and on_edge >= 0.9 * uncertain
 
 
 def test_ours_refuses_an_sdxl_unet_before_writing_anything():

@@ -5,8 +5,9 @@ Attention maps are 8-16x coarser than the image, so their edges are blurred. Gra
 edges for the rest. (MosaicFusion uses the fast bilateral solver for this step; the
 opencv-contrib wheels on PyPI are built without Eigen, which that filter needs.)
 ``matte_regions`` then re-decides each region's edge pixels by their blend of object and
-background colour, and ``colour_segments`` splits touching objects of different colours
-so that each segment can be classified on its own.
+background colour (``blend_alpha``; near-even blends can be marked uncertain), and
+``colour_segments`` splits touching objects of different colours so that each segment can
+be classified on its own.
 """
 
 from __future__ import annotations
@@ -85,30 +86,29 @@ def _disk(radius: int) -> np.ndarray:
     return np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
 
 
-def matte_regions(image: np.ndarray, foreground: np.ndarray, colours: int = 2, band: int = 1,
-                  background_ring: tuple[int, int] = (2, 5)) -> np.ndarray:
-    """Re-decide each foreground region's pixels, and a ``band`` around it, by colour.
+def blend_alpha(image: np.ndarray, foreground: np.ndarray, colours: int = 2, band: int = 1,
+                background_ring: tuple[int, int] = (2, 5)) -> np.ndarray:
+    """How much of each pixel is object colour, re-estimated at every foreground region's edge.
 
     A pixel at an object's edge is a blend of the object's colour and the background's.
     For each region: its colours are the ``colours`` k-means centres of its interior
     (eroded by one pixel; centres that are mostly background blend are dropped), the
-    background's is the median of the pixels ``background_ring`` pixels outside it; a pixel
-    is foreground when its blend weight (alpha, the projection of pixel - background on
-    colour - background in Lab) reaches 0.5 for one of the colours.
-    This moves the cut that GrabCut's smoothness term rounds off back onto the colour edge
-    and empties holes (the inside of a ring). Regions without enough background around them
-    are kept as they are.
+    background's is the median of the pixels ``background_ring`` pixels outside it; a
+    pixel's blend weight (alpha) is the largest projection of pixel - background on
+    colour - background, in Lab, over the region's colours. Alpha is computed for the
+    region and a ``band`` of pixels around it; elsewhere it is 1 on the foreground and 0
+    off it. Regions without enough background around them keep their 1.
 
     Args:
         image: uint8 [H, W, 3] RGB.
         foreground: bool [H, W].
     Returns:
-        bool [H, W].
+        float32 [H, W]; unbounded (a pixel can be more saturated than the region's colours).
     """
     if image.shape[:2] != foreground.shape:
         raise ValueError(f"image {image.shape} and foreground {foreground.shape} differ in size")
     lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
-    result = foreground.copy()
+    alpha = foreground.astype(np.float32)
     count, regions = cv2.connectedComponents(foreground.astype(np.uint8), connectivity=8)
     for index in range(1, count):
         region = (regions == index).astype(np.uint8)
@@ -127,12 +127,26 @@ def matte_regions(image: np.ndarray, foreground: np.ndarray, colours: int = 2, b
         centres = centres[reach >= MIN_COLOUR_REACH * reach.max()]
         zone = cv2.dilate(region, _disk(band)).astype(bool)
         offsets = lab[zone] - background
-        alpha = np.full(len(offsets), -np.inf, np.float32)
+        region_alpha = np.full(len(offsets), -np.inf, np.float32)
         for centre in centres:
             direction = centre - background
-            alpha = np.maximum(alpha, offsets @ direction / max(float(direction @ direction), 1e-6))
-        result[zone] = alpha >= 0.5
-    return result
+            region_alpha = np.maximum(region_alpha, offsets @ direction / max(float(direction @ direction), 1e-6))
+        alpha[zone] = region_alpha  # where two regions' bands meet, the later region decides
+    return alpha
+
+
+def matte_regions(image: np.ndarray, foreground: np.ndarray, colours: int = 2, band: int = 1,
+                  background_ring: tuple[int, int] = (2, 5)) -> np.ndarray:
+    """Re-decide each foreground region's pixels, and a ``band`` around it, by colour:
+    foreground where the blend weight (``blend_alpha``) reaches 0.5.
+
+    This moves the cut that GrabCut's smoothness term rounds off back onto the colour edge
+    and empties holes (the inside of a ring).
+
+    Returns:
+        bool [H, W].
+    """
+    return blend_alpha(image, foreground, colours, band, background_ring) >= 0.5
 
 
 def colour_segments(image: np.ndarray, foreground: np.ndarray, split_distance: float = 60.0,

@@ -14,7 +14,9 @@ The image is generated from the prompt alone; labels are read while it is made.
   matte cut it against the image (``synthscene.label.refine``); the foreground splits into
   one segment per object by colour, and each segment takes the named class with the
   lowest denoising error (``synthscene.label.classify``). Per-class min-max is gone, so a
-  named class that was not drawn claims no pixels.
+  named class that was not drawn claims no pixels. Edge pixels that are a near-even blend
+  of object and background colour are uncertain (255) in the semantic mask, as VOC marks
+  object borders; instance masks keep them (cut at half and half).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from synthscene.label.attention_maps import (
 )
 from synthscene.label.classify import assign_segments, denoising_errors
 from synthscene.label.instances import instances_from_semantic
-from synthscene.label.refine import colour_segments, grabcut_foreground, matte_regions
+from synthscene.label.refine import blend_alpha, colour_segments, grabcut_foreground
 from synthscene.methods.runner import run_shards
 from synthscene.models.load import load_pipeline
 from synthscene.models.schedulers import set_scheduler
@@ -158,8 +160,13 @@ def label_sample(tokenizer, captured: CapturedBatch, b: int, task: SampleTask, p
         full_scores[list(task.class_ids)] = scores.numpy()
     else:
         self_attention = None if captured.self_attention is None else captured.self_attention[b]
-        semantic, full_scores = _label_ours(tokenizer, image, cross, self_attention, captured.class_errors[b], task,
-                                            params, num_classes)
+        decided, uncertain, full_scores = _label_ours(tokenizer, image, cross, self_attention,
+                                                      captured.class_errors[b], task, params, num_classes)
+        # instances keep every object pixel; the semantic mask abstains on near-even blends
+        instances, dropped = instances_from_semantic(decided, full_scores, params.min_instance_area, num_classes)
+        semantic = np.where(uncertain, np.uint8(IGNORE_INDEX), decided)
+        meta = {"index": task.index, "class_ids": list(task.class_ids), "dropped_small": dropped}
+        return Sample(image, instances, semantic, task.prompt, task.seed, meta)
     instances, dropped = instances_from_semantic(semantic, full_scores, params.min_instance_area, num_classes)
     meta = {"index": task.index, "class_ids": list(task.class_ids), "dropped_small": dropped}
     return Sample(image, instances, semantic, task.prompt, task.seed, meta)
@@ -167,8 +174,9 @@ def label_sample(tokenizer, captured: CapturedBatch, b: int, task: SampleTask, p
 
 def _label_ours(tokenizer, image: np.ndarray, cross: dict, self_attention: torch.Tensor | None,
                 class_errors: torch.Tensor | None, task: SampleTask, params: Text2LabelsSpec,
-                num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """(semantic uint8 [H, W], scores float [C, H, W]) by the ``ours`` recipe."""
+                num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(semantic uint8 [H, W] with every pixel decided, uncertain bool [H, W], scores float
+    [C, H, W]) by the ``ours`` recipe."""
     size = image.shape[:2]
     first = min(token_indices(tokenizer, task.prompt, attention_word(w))[0] for w in task.words)
     spread = self_attention is not None and params.objectness_self_attention_power > 0
@@ -181,8 +189,9 @@ def _label_ours(tokenizer, image: np.ndarray, cross: dict, self_attention: torch
     foreground = grabcut_foreground(image, objectness, params.objectness_threshold, params.grabcut_background_below,
                                     params.grabcut_foreground_above, params.grabcut_iterations,
                                     params.grabcut_min_side)
-    if params.matting_colours > 0:
-        foreground = matte_regions(image, foreground, params.matting_colours)
+    alpha = (blend_alpha(image, foreground, params.matting_colours) if params.matting_colours > 0
+             else foreground.astype(np.float32))
+    foreground = alpha >= 0.5
     segments = colour_segments(image, foreground, params.colour_split_distance)
     errors = None
     if class_errors is not None:
@@ -194,7 +203,11 @@ def _label_ours(tokenizer, image: np.ndarray, cross: dict, self_attention: torch
     semantic = lookup[segments]
     # an instance's score: its mean objectness
     scores = np.repeat(objectness[None].astype(np.float32), num_classes, axis=0)
-    return semantic, scores
+    uncertain = np.zeros(size, bool)
+    if params.uncertain_blend is not None:
+        low, high = params.uncertain_blend
+        uncertain = (alpha >= low) & (alpha < high)
+    return semantic, uncertain, scores
 
 
 def label_batch(pipe, tasks: list[SampleTask], spec: DatasetSpec) -> list[Sample]:
