@@ -81,8 +81,8 @@ class Text2LabelsSpec(_Strict):
     background: float = Field(0.5, ge=0.0, le=1.0)
     # ours
     objectness_self_attention_power: int = Field(1, ge=0, le=16)  # 0: cross-attention alone
-    objectness_threshold: float = Field(0.5, ge=0.0, le=1.0)
-    grabcut_background_below: float = Field(0.4, ge=0.0, le=1.0)
+    objectness_threshold: float = Field(0.4, ge=0.0, le=1.0)
+    grabcut_background_below: float = Field(0.3, ge=0.0, le=1.0)
     grabcut_foreground_above: float = Field(0.95, ge=0.0, le=1.0)
     grabcut_iterations: int = Field(3, ge=0, le=20)  # 0: plain threshold
     grabcut_min_side: int = Field(96, ge=0, le=1024)  # smaller images are cut upscaled (see refine)
@@ -90,7 +90,7 @@ class Text2LabelsSpec(_Strict):
     # edge pixels whose object-colour blend weight lies in [low, high) are uncertain (255) in
     # the semantic mask, as VOC marks object borders; instances keep them, cut at 0.5. None: none.
     uncertain_blend: tuple[float, float] | None = (0.4, 0.6)
-    colour_split_distance: float = Field(60.0, ge=0.0)  # Lab; 0: one segment per connected region
+    colour_split_distance: float = Field(35.0, ge=0.0)  # Lab; 0: one segment per connected region
     colour_group_distance: float = Field(15.0, ge=0.0)  # Lab; look-alike segments share a class
     classifier_timesteps: tuple[int, ...] = Field((850, 950), min_length=1)
     classifier_repeats: int = Field(3, ge=1, le=32)

@@ -149,7 +149,7 @@ def matte_regions(image: np.ndarray, foreground: np.ndarray, colours: int = 2, b
     return blend_alpha(image, foreground, colours, band, background_ring) >= 0.5
 
 
-def colour_segments(image: np.ndarray, foreground: np.ndarray, split_distance: float = 60.0,
+def colour_segments(image: np.ndarray, foreground: np.ndarray, split_distance: float = 35.0,
                     min_pixels: int = 3) -> np.ndarray:
     """Foreground split into segments that each show one object.
 
