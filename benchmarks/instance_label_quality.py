@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from synthscene.codecs import mask_to_rle
 from synthscene.evaluation.detection import evaluate_detections
-from synthscene.formats.coco import mask_to_rle
 from synthscene.train.data import InstanceDataset
 from synthscene.world import CLASS_NAMES, oracle_semantic
 

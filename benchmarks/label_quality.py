@@ -27,13 +27,16 @@ import numpy as np
 from tqdm import tqdm
 
 from synthscene.capture import CaptureConfig
+from synthscene.capture.tokens import attention_word, token_indices
+from synthscene.codecs import IGNORE_INDEX
 from synthscene.evaluation.semantic import confusion_matrix, miou_from_confusion
-from synthscene.label.attention_maps import IGNORE_INDEX
-from synthscene.methods.mosaic import generate_mosaic, plan_layout, plan_mosaics, region_instances
-from synthscene.methods.text2labels import capture_batch, check_task, label_sample
+from synthscene.label.mosaic import region_instances, region_objectness
+from synthscene.methods import mosaic, text2labels
+from synthscene.methods.mosaic import generate_mosaic
+from synthscene.methods.text2labels import capture_batch, label_sample
 from synthscene.models.load import load_pipeline
 from synthscene.models.schedulers import set_scheduler
-from synthscene.plan import plan_dataset, sample_generator, sample_seed
+from synthscene.plan import sample_generator
 from synthscene.spec import Text2LabelsSpec, load_spec
 from synthscene.world import CLASS_NAMES, oracle_semantic
 
@@ -55,18 +58,20 @@ def mosaic_quality(spec_path: str, images: int, device: str = "cpu") -> None:
     params = spec.mosaic.model_copy(update={"strict": False})
     strict_params = spec.mosaic.model_copy(update={"strict": True})
     ious, strict_ious, regions, strict_kept = [], [], 0, 0
-    for task in tqdm(plan_mosaics(spec), desc="mosaic label quality"):
-        layout = plan_layout(params, pipe, np.random.default_rng(sample_seed(task.seed, 2)))
+    for task in tqdm(mosaic.plan(spec), desc="mosaic label quality"):
+        layout = task.layout  # planned from the sample's layout stream
         result = generate_mosaic(pipe, list(task.region_prompts), layout, spec.sampler.steps, spec.sampler.guidance,
                                  sample_generator(task.seed), params.batched,
                                  CaptureConfig(cross_resolutions=(), step_window=params.step_window))
-        found = region_instances(pipe.tokenizer, result, layout, task, params)
+        objectness = [region_objectness(result.cross[k], token_indices(pipe.tokenizer, prompt, attention_word(word))[0],
+                                        layout) for k, (prompt, word) in enumerate(zip(task.region_prompts, task.words))]
+        found = region_instances(result.image, objectness, layout, params)
         truth, owners = oracle_semantic(result.image), layout.owners()
         image_ious = [_region_iou(instances, truth, owners, k, task) for k, instances in enumerate(found) if instances]
         masks = found
         regions += len(masks)
         ious += image_ious
-        strict = region_instances(pipe.tokenizer, result, layout, task, strict_params)
+        strict = region_instances(result.image, objectness, layout, strict_params)
         if all(strict):
             strict_ious += [_region_iou(instances, truth, owners, k, task) for k, instances in enumerate(strict)]
             strict_kept += len(strict)
@@ -98,9 +103,8 @@ def main() -> None:
         raise SystemExit("the spec's classes must be the shapes world's, in order, to use the oracle")
     pipe = load_pipeline(spec.model, device=args.device)
     set_scheduler(pipe, spec.sampler.scheduler)
-    tasks = plan_dataset(spec)
-    for task in tasks:
-        check_task(pipe.tokenizer, task)
+    tasks = text2labels.plan(spec)
+    text2labels.check(spec, tasks)
     params = spec.text2labels
     # the spec's own parameters for its recipe, the defaults for the other; "ours_decided" is
     # ours with every pixel decided (no uncertain edge band), labelled from the same capture

@@ -19,6 +19,7 @@ import torch
 from sd15_geometry import sd15_geometry_pipeline
 
 from synthscene.methods.mosaic import generate_mosaic, plan_layout
+from synthscene.models.info import pipeline_info
 from synthscene.models.load import load_pipeline
 from synthscene.spec import MosaicSpec
 
@@ -32,7 +33,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     pipe = sd15_geometry_pipeline().to(args.device) if args.sd15_geometry else load_pipeline("embedded", device=args.device)
-    layout = plan_layout(MosaicSpec(grid=(2, 2)), pipe, np.random.default_rng(0))
+    layout = plan_layout(MosaicSpec(grid=(2, 2)), pipeline_info(pipe), np.random.default_rng(0))
     prompts = ["a photo of a ball", "a photo of a leaf", "a photo of a box", "a photo of a star"]
     seconds = {True: [], False: []}
     images = {}

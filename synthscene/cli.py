@@ -87,6 +87,17 @@ def generate(
     out: Annotated[Path, typer.Option(help="Output folder (must not exist or be empty, unless --resume).")],
     spec: Annotated[Path | None, typer.Option(help="A dataset spec (YAML): generate labelled samples.")] = None,
     resume: Annotated[bool, typer.Option(help="With --spec: continue a run, skipping finished shards.")] = False,
+    backend: Annotated[str, typer.Option(help="With --spec: local (this process) or ray (Ray Data actors).")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="Ray: the cluster to join (default: start a local one).")]
+    = None,
+    workers: Annotated[int, typer.Option(help="Ray: number of actors, each with its own model.")] = 1,
+    gpus_per_worker: Annotated[float, typer.Option(help="Ray: GPUs each actor asks for.")] = 0.0,
+    shard_index: Annotated[int, typer.Option(help="With --num-shards K: make only shards n with n % K == this "
+                                                  "(Slurm array jobs).")] = 0,
+    num_shards: Annotated[int, typer.Option(help="Split the run's shards between K processes.")] = 1,
+    threads: Annotated[int | None, typer.Option(help="Compute threads per worker: torch, OpenCV, BLAS (default: "
+                                                     "theirs; on Ray 1 per actor CPU). Same threads, same bytes.")]
+    = None,
     prompt: Annotated[list[str] | None, typer.Option(help="Without --spec: a prompt; repeat for several.")] = None,
     prompts_file: Annotated[Path | None, typer.Option(help="Without --spec: one prompt per line.")] = None,
     model: Annotated[str, typer.Option(help="'embedded', a local pipeline folder, or a hub id.")] = "embedded",
@@ -100,15 +111,19 @@ def generate(
 ):
     """Generate labelled samples from a spec, or plain images from prompts."""
     if spec is not None:
+        from synthscene.engine import Execution, run_spec
         from synthscene.spec import load_spec
 
         dataset_spec = load_spec(spec)
-        if dataset_spec.method == "mosaic":
-            from synthscene.methods.mosaic import generate_mosaics as run
+        execution = Execution(backend=backend, device=device, shard_index=shard_index, num_shards=num_shards,
+                              workers=workers, gpus_per_worker=gpus_per_worker, ray_address=ray_address,
+                              threads=threads)
+        summary = run_spec(dataset_spec, out, resume=resume, execution=execution)
+        if summary.finished:
+            typer.echo(f"wrote {dataset_spec.method} run of {dataset_spec.num_samples} samples to {out}")
         else:
-            from synthscene.methods.text2labels import generate_dataset as run
-        run(dataset_spec, out, resume=resume, device=device)
-        typer.echo(f"wrote {dataset_spec.method} run of {dataset_spec.num_samples} samples to {out}")
+            typer.echo(f"made shards {summary.made} of {summary.shards} in {out}; the others are left to other "
+                       "jobs (or --resume); the dataset card is written when the last shard is")
         return
     from synthscene.generate import generate_images, read_prompts
 
@@ -150,12 +165,17 @@ def train(
     seed: int = 0,
     init: Annotated[str | None, typer.Option(help="Local weights to start from (safetensors or .pt).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the latest checkpoint in --out.")] = False,
+    image_root: Annotated[list[str] | None, typer.Option(
+        help="Detection: image folder of a COCO source. With one --data, repeat it for several folders tried in "
+             "order; with several, give one per --data in order (join folders with ':', '' for the default).")] = None,
 ):
     """Train a torchvision detector or segmenter on one or more datasets, mixed by weight."""
-    from synthscene.train.data import Source
+    from synthscene.train.data import Source, assign_image_roots
     from synthscene.train.downstream import DownstreamConfig, train_downstream
 
-    config = DownstreamConfig(task=task, model=model, sources=tuple(Source.parse(d) for d in data), steps=steps,
+    roots = assign_image_roots(len(data), image_root)
+    sources = tuple(Source.parse(d, r) for d, r in zip(data, roots))
+    config = DownstreamConfig(task=task, model=model, sources=sources, steps=steps,
                               batch_size=batch_size, learning_rate=learning_rate, image_size=image_size,
                               checkpoint_every=checkpoint_every, seed=seed, init=init)
     train_downstream(config, out, resume=resume)
@@ -190,14 +210,18 @@ def evaluate(
     pred_masks: Annotated[Path | None, typer.Option(help="Semantic: folder of predicted PNGs, same names.")] = None,
     num_classes: Annotated[int | None, typer.Option(help="Semantic: classes including background.")] = None,
     out: Annotated[Path | None, typer.Option(help="Also write the scores to this JSON file.")] = None,
+    image_root: Annotated[list[str] | None, typer.Option(
+        help="With --run on a COCO file: its image folder; repeat for several, tried in order.")] = None,
 ):
     """Score detections (box / mask AP, per class, LVIS AP_r/c/f) or semantic masks (mIoU, 255 ignored)."""
     import json
 
+    if image_root and (run is None or data is None):
+        raise ValueError("--image-root goes with --run and --data")
     if run is not None and data is not None:
         from synthscene.train.downstream import evaluate_trained
 
-        scores = evaluate_trained(run, data, backend)
+        scores = evaluate_trained(run, data, backend, image_root)
     elif gt is not None and detections is not None:
         from synthscene.evaluation.detection import evaluate_detections
 
@@ -225,27 +249,21 @@ def merge(
     out: Annotated[Path, typer.Option(help="The merged JSON file to write.")],
     add_categories: Annotated[bool, typer.Option(help="Append synthetic categories the real file lacks.")] = False,
     real_images: Annotated[Path | None, typer.Option(help="Image folder of the real file: check sizes.")] = None,
-    synthetic_images: Annotated[Path | None, typer.Option(help="Image folder of the synthetic file.")] = None,
+    synthetic_images: Annotated[Path | None, typer.Option(help="Image folder of the synthetic file. With both "
+                                                                "folders, file names become relative to their "
+                                                                "common parent.")] = None,
     overwrite: bool = False,
 ):
     """Append synthetic images and annotations to a real COCO / LVIS file (ids offset past the
     real maxima, categories matched by name or synonym, counts updated)."""
-    from synthscene.formats.merge import check_sizes, load_instances, merge_instances
-    from synthscene.io import OutputExistsError, write_json
+    from synthscene.formats.merge import merge_files
 
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out} already exists (use --overwrite)")
-    real_data, synthetic_data = load_instances(real), load_instances(synthetic)
-    check_sizes(real_data, str(real), real_images)
-    check_sizes(synthetic_data, str(synthetic), synthetic_images)
-    merged = merge_instances(real_data, synthetic_data, add_categories=add_categories)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_json(out, merged)
-    except OSError as err:
-        raise PermissionError(f"cannot write {out}: {err.strerror}") from err
-    added = len(merged["images"]) - len(real_data["images"])
-    typer.echo(f"wrote {out}: {len(real_data['images'])} real + {added} synthetic images")
+    report = merge_files(real, synthetic, out, add_categories=add_categories, real_images=real_images,
+                         synthetic_images=synthetic_images, overwrite=overwrite)
+    typer.echo(f"wrote {out}: {report['real_images']} real + {report['synthetic_images']} synthetic images")
+    if report["image_root"] is not None:
+        root = report["image_root"]
+        typer.echo(f"its file names are relative to {root} (train it with --image-root {root})")
 
 
 @app.command()

@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from synthscene.formats.export import export_run
-from synthscene.io import write_json
+from synthscene.io import make_dir, refuse_nonempty_output, write_json
 from synthscene.provenance import run_record
 from synthscene.train.data import Source
 from synthscene.train.downstream import DownstreamConfig, evaluate_trained, train_downstream
@@ -68,9 +68,8 @@ def run_experiment(profile_name: str, out: str | Path, synthetic_runs: list[str]
         raise ValueError(f"unknown profile {profile_name!r}; choose one of {', '.join(PROFILES)}")
     profile = PROFILES[profile_name]
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"output folder {out} already exists and is not empty")
-    out.mkdir(parents=True, exist_ok=True)
+    refuse_nonempty_output(out, "choose another --out")
+    make_dir(out)
     write_json(out / "run.json", run_record({"profile": profile_name, **profile.__dict__,
                                              "synthetic_runs": synthetic_runs}), indent=2)
 
@@ -133,19 +132,18 @@ def _real_subset(world: Path, fraction: float, out: Path) -> dict[str, Path]:
 
 
 def _make_synthetic(profile: Profile, out: Path, progress: bool) -> list[Path]:
-    from synthscene.methods.mosaic import generate_mosaics
-    from synthscene.methods.text2labels import generate_dataset
+    from synthscene.engine import run_spec
     from synthscene.spec import load_spec
 
     examples = Path(__file__).resolve().parent.parent / "examples"
     runs = []
     spec = load_spec(examples / "shapes-text2labels.yaml")
     spec = spec.model_copy(update={"num_samples": profile.text2labels_samples, "seed": 1})
-    runs.append(generate_dataset(spec, out / "text2labels", progress=progress))
+    runs.append(run_spec(spec, out / "text2labels", progress=progress).out)
     if profile.mosaic_samples:
         spec = load_spec(examples / "shapes-mosaic.yaml")
         spec = spec.model_copy(update={"num_samples": profile.mosaic_samples, "seed": 1})
-        runs.append(generate_mosaics(spec, out / "mosaic", progress=progress))
+        runs.append(run_spec(spec, out / "mosaic", progress=progress).out)
     return runs
 
 

@@ -9,7 +9,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from synthscene.io import atomic_output_dir, write_json, write_jsonl
-from synthscene.models.load import load_pipeline, model_fingerprint
+from synthscene.models.info import model_fingerprint
+from synthscene.models.load import load_pipeline
 from synthscene.plan import sample_generator, sample_seed
 from synthscene.provenance import run_record
 
@@ -68,5 +69,5 @@ def generate_images(prompts: list[str], out: str | Path, model: str = "embedded"
                 Image.fromarray((image * 255).round().astype("uint8")).save(tmp / name)
                 rows.append({"file_name": name, "text": prompt, "seed": sample_seed_value, "index": index})
         write_jsonl(tmp / "metadata.jsonl", rows)
-        write_json(tmp / "run.json", run_record(config, model_fingerprint(pipe)), indent=2)
+        write_json(tmp / "run.json", run_record(config, {**model_fingerprint(model), "device": str(pipe.device)}), indent=2)
     return Path(out)

@@ -1,4 +1,11 @@
-"""Filesystem helpers: outputs appear whole or not at all."""
+"""Filesystem helpers: outputs appear whole or not at all.
+
+- ``atomic_output_dir``: a whole output folder, renamed into place when complete.
+- ``write_text`` / ``write_json`` / ``write_jsonl``: one file, through a temporary file and
+  an atomic rename.
+- ``replace_dir``: move a finished temporary folder over its final name.
+- ``refuse_nonempty_output``: the one check (and message) for an output that already holds files.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +21,23 @@ class OutputExistsError(FileExistsError):
     pass
 
 
+def refuse_nonempty_output(path: str | Path, hint: str = "use --overwrite") -> None:
+    """Raise ``OutputExistsError`` when ``path`` exists and is a file or a non-empty folder."""
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise OutputExistsError(f"output folder {path} already exists and is not empty ({hint})")
+
+
+def make_dir(path: str | Path) -> Path:
+    """``mkdir -p`` with one clear message when the parent cannot be written."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise PermissionError(f"cannot write to {path}: {err.strerror}") from err
+    return path
+
+
 @contextlib.contextmanager
 def atomic_output_dir(path: str | Path, overwrite: bool = False):
     """Yield a temporary folder beside ``path``; rename it to ``path`` on success and
@@ -23,10 +47,10 @@ def atomic_output_dir(path: str | Path, overwrite: bool = False):
     only after the new output is complete).
     """
     path = Path(path)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())) and not overwrite:
-        raise OutputExistsError(f"output folder {path} already exists and is not empty (use --overwrite)")
+    if not overwrite:
+        refuse_nonempty_output(path)
+    make_dir(path.parent)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     except OSError as err:
         raise PermissionError(f"cannot write to {path.parent}: {err.strerror}") from err
@@ -35,24 +59,32 @@ def atomic_output_dir(path: str | Path, overwrite: bool = False):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if path.exists():
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-    os.replace(tmp, path)
+    replace_dir(tmp, path)
 
 
-def write_json(path: str | Path, obj, indent: int | None = None) -> None:
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Put the finished folder ``tmp`` at ``final``, replacing what was there."""
+    if final.exists():
+        shutil.rmtree(final) if final.is_dir() else final.unlink()
+    os.replace(tmp, final)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write a text file through a temporary file and an atomic rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, obj, indent: int | None = None, sort_keys: bool = False) -> None:
     """Write JSON through a temporary file and an atomic rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=indent)
-    os.replace(tmp, path)
+    write_text(path, json.dumps(obj, indent=indent, sort_keys=sort_keys))
 
 
-def write_jsonl(path: str | Path, rows) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    os.replace(tmp, path)
+def write_jsonl(path: str | Path, rows, sort_keys: bool = False) -> None:
+    write_text(path, "".join(json.dumps(row, sort_keys=sort_keys) + "\n" for row in rows))

@@ -20,11 +20,13 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def run_record(config: dict, model: dict | None = None) -> dict:
-    """A JSON-ready record of a run: its resolved config, model fingerprint, versions."""
+def run_record(config: dict, model: dict | None = None, **extra) -> dict:
+    """A JSON-ready record of a run: its resolved config, model fingerprint, versions (and
+    ``extra`` fields, e.g. where it ran)."""
     return {
         "config": config,
         "model": model,
+        **extra,
         "versions": package_versions(),
         "python": platform.python_version(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

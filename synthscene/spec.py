@@ -1,8 +1,13 @@
 """The user-facing dataset spec: a pydantic model read from YAML, validated once.
 
+A spec is one of the methods' specs, told apart by ``method:`` (a discriminated union;
+``method`` defaults to ``text2labels`` so older spec files still load). Loading or
+validating a spec imports neither torch nor diffusers.
+
 Example (``examples/shapes-text2labels.yaml``)::
 
     name: shapes-text2labels
+    method: text2labels
     model: embedded
     num_samples: 32
     seed: 0
@@ -16,14 +21,13 @@ Example (``examples/shapes-text2labels.yaml``)::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
-from synthscene.models.schedulers import SCHEDULER_CLASSES
-
-SCHEDULERS = tuple(SCHEDULER_CLASSES)
+# the names synthscene.models.schedulers maps to diffusers classes (kept here: no diffusers import)
+SCHEDULERS = ("ddim", "ddpm", "pndm", "euler", "euler_ancestral", "dpm_solver", "unipc")
 
 
 class SpecError(ValueError):
@@ -168,7 +172,9 @@ class MosaicSpec(_Strict):
         return self
 
 
-class DatasetSpec(_Strict):
+class _DatasetBase(_Strict):
+    """Fields every method shares."""
+
     name: str = Field(min_length=1)
     model: str = "embedded"
     num_samples: int = Field(ge=1)
@@ -176,29 +182,13 @@ class DatasetSpec(_Strict):
     shard_size: int = Field(16, ge=1)
     batch_size: int = Field(8, ge=1)
     classes: tuple[ClassSpec, ...] = Field(min_length=1)
-    objects_per_prompt: tuple[int, int] = (1, 2)
-    # "{objects}" becomes e.g. "a ball and two leaves"
-    prompt_templates: tuple[str, ...] = ("a photo of {objects}",)
     sampler: SamplerSpec = SamplerSpec()
-    method: Literal["text2labels", "mosaic"] = "text2labels"
-    text2labels: Text2LabelsSpec = Text2LabelsSpec()
-    mosaic: MosaicSpec = MosaicSpec()
 
     @model_validator(mode="after")
-    def _consistent(self):
-        low, high = self.objects_per_prompt
-        if self.method == "text2labels" and not 1 <= low <= high <= len(self.classes):
-            raise ValueError(f"objects_per_prompt {self.objects_per_prompt} must satisfy 1 <= low <= high <= "
-                             f"{len(self.classes)} (the number of classes)")
+    def _classes_valid(self):
         names = [c.name for c in self.classes]
         if len(set(names)) != len(names):
             raise ValueError(f"class names must be unique, got {names}")
-        for template in self.prompt_templates:
-            if "{objects}" not in template:
-                raise ValueError(f"prompt template {template!r} has no {{objects}} placeholder")
-        missing = [name for name in self.mosaic.categories if name not in names]
-        if missing:
-            raise ValueError(f"mosaic categories not in the taxonomy (classes): {', '.join(missing)}")
         for cls in self.classes:
             for template in cls.prompts:
                 if "{name}" not in template:
@@ -210,7 +200,70 @@ class DatasetSpec(_Strict):
         return [c.name for c in self.classes]
 
 
-def load_spec(path: str | Path) -> DatasetSpec:
+class Text2LabelsDatasetSpec(_DatasetBase):
+    """Text -> image + labels (``synthscene.methods.text2labels``)."""
+
+    method: Literal["text2labels"] = "text2labels"
+    objects_per_prompt: tuple[int, int] = (1, 2)
+    # "{objects}" becomes e.g. "a ball and two leaves"
+    prompt_templates: tuple[str, ...] = ("a photo of {objects}",)
+    text2labels: Text2LabelsSpec = Text2LabelsSpec()
+
+    @model_validator(mode="after")
+    def _prompts_valid(self):
+        low, high = self.objects_per_prompt
+        if not 1 <= low <= high <= len(self.classes):
+            raise ValueError(f"objects_per_prompt {self.objects_per_prompt} must satisfy 1 <= low <= high <= "
+                             f"{len(self.classes)} (the number of classes)")
+        for template in self.prompt_templates:
+            if "{objects}" not in template:
+                raise ValueError(f"prompt template {template!r} has no {{objects}} placeholder")
+        return self
+
+
+class MosaicDatasetSpec(_DatasetBase):
+    """Region prompts on one canvas -> image + instances (``synthscene.methods.mosaic``)."""
+
+    method: Literal["mosaic"]
+    mosaic: MosaicSpec = MosaicSpec()
+
+    @model_validator(mode="after")
+    def _categories_known(self):
+        missing = [name for name in self.mosaic.categories if name not in self.class_names]
+        if missing:
+            raise ValueError(f"mosaic categories not in the taxonomy (classes): {', '.join(missing)}")
+        return self
+
+
+# One pydantic model per method, chosen by ``method``.
+DatasetSpec = Annotated[Text2LabelsDatasetSpec | MosaicDatasetSpec, Field(discriminator="method")]
+_ADAPTER = TypeAdapter(DatasetSpec)
+METHOD_SECTIONS = {"text2labels": "text2labels", "mosaic": "mosaic"}  # each method's own section
+
+
+def validate_spec(data: dict, where: str = "spec") -> Text2LabelsDatasetSpec | MosaicDatasetSpec:
+    """A spec from a mapping (``method`` defaults to text2labels); every problem is reported
+    in one ``SpecError`` with its field path."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{where} must hold a mapping of spec fields, got {type(data).__name__}")
+    data = {"method": "text2labels", **data}
+    method = data["method"]
+    if method not in METHOD_SECTIONS:
+        raise SpecError(f"{where}: method: unknown method {method!r}; choose one of {', '.join(METHOD_SECTIONS)}")
+    # older specs carried every method's section; name the one that does not belong here
+    foreign = [s for m, s in METHOD_SECTIONS.items() if m != method and s in data]
+    if foreign:
+        raise SpecError(f"{where}: section '{foreign[0]}:' belongs to method {foreign[0]!r}, but this spec has "
+                        f"method {method!r}: remove the section, or set method: {foreign[0]}")
+    try:
+        return _ADAPTER.validate_python(data)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'spec'}: {e['msg']}"
+                             for e in err.errors())
+        raise SpecError(f"{where}: {problems}") from None
+
+
+def load_spec(path: str | Path) -> Text2LabelsDatasetSpec | MosaicDatasetSpec:
     """Read and validate a YAML spec; every problem is reported with its field path."""
     path = Path(path)
     if not path.is_file():
@@ -219,15 +272,9 @@ def load_spec(path: str | Path) -> DatasetSpec:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise SpecError(f"{path} is not valid YAML: {err}") from err
-    if not isinstance(data, dict):
-        raise SpecError(f"{path} must hold a mapping of spec fields, got {type(data).__name__}")
-    try:
-        return DatasetSpec.model_validate(data)
-    except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in err.errors())
-        raise SpecError(f"{path}: {problems}") from None
+    return validate_spec(data, str(path))
 
 
-def dump_spec(spec: DatasetSpec) -> str:
+def dump_spec(spec: _DatasetBase) -> str:
     """The resolved spec (defaults filled in) as YAML."""
     return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)

@@ -38,13 +38,23 @@ def tiny_pipeline_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_run(tiny_pipeline_dir, tmp_path_factory):
     """A text2labels run of 6 samples on the tiny random pipeline."""
-    from synthscene.methods.text2labels import generate_dataset
-    from synthscene.spec import DatasetSpec
+    from synthscene.spec import validate_spec
+    from tests.helpers import make_run
 
-    spec = DatasetSpec.model_validate({
+    spec = validate_spec({
         "name": "tiny", "model": str(tiny_pipeline_dir), "num_samples": 6, "seed": 1, "shard_size": 4,
         "classes": [{"name": "ball"}, {"name": "leaf"}, {"name": "box"}],
         "sampler": {"steps": 2, "guidance": 3.0},
         "text2labels": {"cross_resolutions": [8], "self_resolution": 8, "min_instance_area": 1},
     })
-    return generate_dataset(spec, tmp_path_factory.mktemp("run") / "run", progress=False)
+    return make_run(spec, tmp_path_factory.mktemp("run") / "run")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster (2 CPUs) for every Ray test of the session; its address lets
+    subprocess drivers join it."""
+    ray = pytest.importorskip("ray", reason="the Ray backend's tests need ray[data] (pip install 'synthscene[ray]')")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()

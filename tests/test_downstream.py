@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from synthscene.codecs import save_semantic_png
 from synthscene.formats.export import export_run
-from synthscene.formats.voc import save_semantic_png
 from synthscene.train import downstream
 from synthscene.train.data import DatasetError, Source, open_sources
 from synthscene.train.downstream import DownstreamConfig, evaluate_trained, train_downstream
@@ -22,6 +22,7 @@ def _semantic_config(world, **overrides):
     return DownstreamConfig(**values)
 
 
+@pytest.mark.slow
 def test_semantic_training_learns_and_evaluates(small_world, tmp_path):
     out = train_downstream(_semantic_config(small_world), tmp_path / "seg", progress=False)
     losses = [json.loads(line)["loss"] for line in (out / "train_log.jsonl").read_text().splitlines()]
@@ -31,6 +32,7 @@ def test_semantic_training_learns_and_evaluates(small_world, tmp_path):
                                                                           "hat", "star", "ring"}
 
 
+@pytest.mark.slow
 def test_resume_after_a_crash_gives_the_same_weights(small_world, tmp_path, monkeypatch):
     config = _semantic_config(small_world, steps=8, checkpoint_every=4)
     straight = train_downstream(config, tmp_path / "straight", progress=False)
@@ -98,6 +100,7 @@ def test_all_ignore_masks_give_zero_loss_not_nan(tmp_path):
     assert [r["loss"] for r in rows] == [0.0, 0.0] and rows[0]["labelled_pixels"] == 0
 
 
+@pytest.mark.slow
 def test_detector_trains_and_scores_with_both_ap_kinds(small_world, tmp_path):
     config = DownstreamConfig(task="detection", model="maskrcnn_mobilenet_v3_large_fpn",
                               sources=[Source(str(small_world / "annotations" / "instances_train.json"))],
@@ -132,6 +135,7 @@ def test_image_names_may_not_leave_the_dataset_root(small_world, tmp_path):
         open_sources("detection", [Source(str(path))])
 
 
+@pytest.mark.slow
 def test_experiment_smoke_profile_writes_results(tmp_path):
     from synthscene.experiment import run_experiment
 

@@ -43,6 +43,7 @@ def test_same_seed_same_image(pipe):
     assert not np.array_equal(first, other)
 
 
+@pytest.mark.slow
 def test_draws_named_classes_and_not_others(pipe):
     prompts = [f"a photo of a {name}" for name in ("ball", "leaf", "box", "hat", "star", "ring")] * 3
     result = score_presence(pipe, prompts, steps=20, seed=99, batch_size=18, progress=False)

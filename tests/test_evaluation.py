@@ -7,9 +7,9 @@ import pytest
 from typer.testing import CliRunner
 
 from synthscene.cli import app
+from synthscene.codecs import save_semantic_png
 from synthscene.evaluation.detection import evaluate_detections
 from synthscene.evaluation.semantic import evaluate_semantic_folders
-from synthscene.formats.voc import save_semantic_png
 from tests.coco_eval_helpers import world_as_lvis
 
 

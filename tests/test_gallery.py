@@ -12,8 +12,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def test_prompts_and_names_are_escaped():
-    sample = Sample(np.zeros((4, 4, 3), np.uint8), Instances.empty(4, 4), np.zeros((4, 4), np.uint8),
-                    caption='<script>alert("x")</script>', seed=1)
+    sample = Sample(index=0, seed=1, caption='<script>alert("x")</script>', image=np.zeros((4, 4, 3), np.uint8),
+                    instances=Instances.empty(4, 4), semantic=np.zeros((4, 4), np.uint8))
     card = _card("0000001", sample, ["<b>ball</b>"])
     assert "<script>" not in card and "&lt;script&gt;" in card
 
@@ -27,6 +27,7 @@ def test_overlay_colours_only_labelled_pixels():
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (make test installs it when run as root)")
+@pytest.mark.slow
 def test_gallery_renders_in_headless_chromium(tiny_run, tmp_path):
     page = write_gallery(tiny_run, tmp_path / "gallery")
     shot = tmp_path / "shot.png"

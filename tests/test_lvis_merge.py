@@ -9,7 +9,7 @@ from synthscene.cli import app
 from synthscene.formats.export import export_run
 from synthscene.formats.lvis import frequency_group, lvis_image_fields
 from synthscene.formats.merge import MergeError, merge_instances
-from synthscene.store import read_records
+from synthscene.store import open_run
 from tests.coco_eval_helpers import self_ap, world_as_lvis
 
 
@@ -27,7 +27,7 @@ def test_lvis_export_counts_and_evaluates(tiny_run, tmp_path):
     out = export_run(tiny_run, "lvis", tmp_path / "lvis")
     path = out / "annotations" / "lvis_v1_train.json"
     data = json.loads(path.read_text())
-    records = {r["index"] + 1: r for _, r in read_records(tiny_run)}
+    records = {r["index"] + 1: r for _, r in open_run(tiny_run).records()}
     for image in data["images"]:
         named = {c + 1 for c in records[image["id"]]["class_ids"]}
         assert image["neg_category_ids"] == []

@@ -4,16 +4,20 @@ import numpy as np
 import pytest
 import torch
 
-from synthscene.methods.mosaic import (
-    generate_mosaic,
-    generate_mosaics,
-    plan_layout,
-    plan_mosaics,
-    region_prompt,
-)
+from synthscene.methods.mosaic import generate_mosaic, plan, plan_layout, region_prompt
+from synthscene.models.info import pipeline_info
 from synthscene.models.load import load_pipeline
-from synthscene.spec import DatasetSpec, MosaicSpec, SpecError, load_spec
-from synthscene.store import load_sample, read_records
+from synthscene.spec import MosaicSpec, SpecError, load_spec, validate_spec
+from synthscene.store import from_record, open_run
+from tests.helpers import make_run as generate_mosaics
+
+
+def read_records(out):
+    return list(open_run(out).records())
+
+
+def load_sample(shard, record):
+    return from_record(record, shard)
 
 
 @pytest.fixture(scope="module")
@@ -21,9 +25,14 @@ def tiny_pipe(tiny_pipeline_dir):
     return load_pipeline(str(tiny_pipeline_dir))
 
 
+@pytest.fixture(scope="module")
+def tiny_info(tiny_pipe):
+    return pipeline_info(tiny_pipe)
+
+
 @pytest.mark.parametrize("grid", [(1, 1), (1, 2), (2, 2), (3, 3)])
-def test_layout_covers_the_canvas_and_windows_contain_cells(tiny_pipe, grid):
-    layout = plan_layout(MosaicSpec(grid=grid), tiny_pipe, np.random.default_rng(1))
+def test_layout_covers_the_canvas_and_windows_contain_cells(tiny_info, grid):
+    layout = plan_layout(MosaicSpec(grid=grid), tiny_info, np.random.default_rng(1))
     weights = layout.weights()
     assert weights.shape == (grid[0] * grid[1], *layout.canvas)
     assert torch.allclose(weights.sum(0), torch.ones(layout.canvas), atol=1e-5)
@@ -36,16 +45,16 @@ def test_layout_covers_the_canvas_and_windows_contain_cells(tiny_pipe, grid):
     assert all(side % 8 == 0 for side in layout.canvas)
 
 
-def test_split_points_are_jittered_and_reproducible(tiny_pipe):
-    layouts = [plan_layout(MosaicSpec(), tiny_pipe, np.random.default_rng(s)) for s in (0, 0, 1, 2)]
+def test_split_points_are_jittered_and_reproducible(tiny_info):
+    layouts = [plan_layout(MosaicSpec(), tiny_info, np.random.default_rng(s)) for s in (0, 0, 1, 2)]
     assert layouts[0] == layouts[1]
     assert len({layout.cells for layout in layouts}) >= 2
-    fixed = plan_layout(MosaicSpec(jitter=(1.0, 1.0)), tiny_pipe, np.random.default_rng(5))
+    fixed = plan_layout(MosaicSpec(jitter=(1.0, 1.0)), tiny_info, np.random.default_rng(5))
     assert fixed.cells[0][1] - fixed.cells[0][0] == fixed.cells[2][1] - fixed.cells[2][0]
 
 
-def test_batched_and_sequential_make_the_same_image(tiny_pipe):
-    layout = plan_layout(MosaicSpec(), tiny_pipe, np.random.default_rng(0))
+def test_batched_and_sequential_make_the_same_image(tiny_pipe, tiny_info):
+    layout = plan_layout(MosaicSpec(), tiny_info, np.random.default_rng(0))
     prompts = ["a photo of a ball", "a photo of a leaf", "a photo of a box", "a photo of a star"]
     images = [generate_mosaic(tiny_pipe, prompts, layout, 3, 3.0, torch.Generator().manual_seed(4), batched).image
               for batched in (True, False)]
@@ -59,16 +68,17 @@ def test_region_prompts_and_planning():
     assert region_prompt("a photo of a single {name}, {definition}", "ball", "") == "a photo of a single ball"
     assert region_prompt("a photo of a single {name}, {definition}", "ball", "a toy") == \
         "a photo of a single ball, a toy"
-    spec = DatasetSpec.model_validate({
+    spec = validate_spec({
         "name": "m", "num_samples": 20, "method": "mosaic",
         "classes": [{"name": "ball", "frequency": "r"}, {"name": "leaf", "frequency": "f"}, {"name": "box"}],
         "mosaic": {"regions": 4, "categories": ["ball", "leaf"]},
     })
-    tasks = plan_mosaics(spec)
+    tasks = plan(spec)
     assert all(len(t.region_prompts) == 4 and t.class_ids[0] == 0 for t in tasks)  # first region: rare
     assert {c for t in tasks for c in t.class_ids} == {0, 1}  # only the chosen categories
 
 
+@pytest.mark.slow
 def test_mosaic_run_on_the_embedded_model(tmp_path):
     spec = load_spec("examples/shapes-mosaic.yaml").model_copy(update={"num_samples": 3, "shard_size": 2})
     out = generate_mosaics(spec, tmp_path / "run", progress=False)
@@ -77,35 +87,36 @@ def test_mosaic_run_on_the_embedded_model(tmp_path):
     kept_any = False
     for shard, record in records:
         sample = load_sample(shard, record)
-        cells = record["layout"]["cells"]
-        assert len(cells) == len(record["region_prompts"]) == len(record["regions_kept"]) == 4
+        cells = record["extra"]["layout"]["cells"]
+        assert len(cells) == len(record["extra"]["region_prompts"]) == len(record["extra"]["regions_kept"]) == 4
         masks = sample.instances.masks
         assert masks.sum(0).max() <= 1  # no pixel in two instances
-        kept_classes = {c for c, kept in zip(record["class_ids"], record["regions_kept"]) if kept}
+        kept_classes = {c for c, kept in zip(record["class_ids"], record["extra"]["regions_kept"]) if kept}
         assert set(sample.instances.class_id.tolist()) == kept_classes
-        assert len(sample.instances) >= sum(record["regions_kept"])
+        assert len(sample.instances) >= sum(record["extra"]["regions_kept"])
         for k in range(len(sample.instances)):
             assert np.all(sample.semantic[masks[k]] == sample.instances.class_id[k] + 1)
-        kept_any |= any(record["regions_kept"])
-        if not all(record["regions_kept"]):
+        kept_any |= any(record["extra"]["regions_kept"])
+        if not all(record["extra"]["regions_kept"]):
             assert (sample.semantic == 255).any()
     assert kept_any
 
 
+@pytest.mark.slow
 def test_strict_mode_keeps_only_whole_images(tmp_path):
     spec = load_spec("examples/shapes-mosaic.yaml")
     spec = spec.model_copy(update={"num_samples": 4, "mosaic": spec.mosaic.model_copy(update={"strict": True})})
     out = generate_mosaics(spec, tmp_path / "run", progress=False)
     for shard, record in read_records(out):
-        assert all(record["regions_kept"])
+        assert all(record["extra"]["regions_kept"])
         assert len(load_sample(shard, record).instances) == 4  # exactly one per region
 
 
-def test_bad_mosaic_input(tiny_pipe, tmp_path):
+def test_bad_mosaic_input(tiny_info, tmp_path):
     with pytest.raises(ValueError, match="do not tile"):
         MosaicSpec(regions=3)
     with pytest.raises(ValueError, match="multiple of 8"):
-        plan_layout(MosaicSpec(canvas=(36, 32)), tiny_pipe, np.random.default_rng(0))
+        plan_layout(MosaicSpec(canvas=(36, 32)), tiny_info, np.random.default_rng(0))
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: m\nnum_samples: 1\nmethod: mosaic\nclasses: [{name: ball}]\n"
                    "mosaic: {categories: [unicorn]}\n")
@@ -153,8 +164,9 @@ def test_sam_refiner_loads_a_saved_model_and_returns_masks(tiny_sam_dir, tmp_pat
         SamRefiner(str(tmp_path / "missing"))
 
 
+@pytest.mark.slow
 def test_mosaic_run_with_sam_refinement(tiny_pipeline_dir, tiny_sam_dir, tmp_path):
-    spec = DatasetSpec.model_validate({
+    spec = validate_spec({
         "name": "m", "model": str(tiny_pipeline_dir), "num_samples": 1, "method": "mosaic",
         "classes": [{"name": "ball"}, {"name": "leaf"}], "sampler": {"steps": 2, "guidance": 3.0},
         "mosaic": {"regions": 2, "prompt_template": "a photo of a {name}", "sam_model": str(tiny_sam_dir)},
@@ -162,5 +174,28 @@ def test_mosaic_run_with_sam_refinement(tiny_pipeline_dir, tiny_sam_dir, tmp_pat
     out = generate_mosaics(spec, tmp_path / "run", progress=False)
     (shard, record), = read_records(out)
     sample = load_sample(shard, record)
-    assert sample.image.shape[:2] == tuple(record["layout"]["canvas"])  # the tiny VAE keeps the size
+    assert sample.image.shape[:2] == tuple(record["extra"]["layout"]["canvas"])  # the tiny VAE keeps the size
     assert len(sample.instances) == 0 or sample.instances.masks.sum(0).max() <= 1
+
+
+def test_the_layout_is_planned_into_the_manifest_and_used_from_it(tiny_pipeline_dir, tmp_path):
+    import json
+
+    spec = validate_spec({
+        "name": "m", "model": str(tiny_pipeline_dir), "num_samples": 2, "shard_size": 1, "method": "mosaic",
+        "classes": [{"name": "ball"}, {"name": "leaf"}], "sampler": {"steps": 2, "guidance": 3.0},
+        "mosaic": {"regions": 2, "prompt_template": "a photo of a {name}"},
+    })
+    tasks = plan(spec)
+    assert tasks == plan(spec) and tasks[0].layout != tasks[1].layout  # each sample's own layout stream
+    out = tmp_path / "run"
+    generate_mosaics(spec, out, num_shards=2, shard_index=0)  # plans everything, makes shard 0
+    rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [r["layout"] for r in rows] == [json.loads(json.dumps(t.layout.to_json())) for t in tasks]
+    # the worker draws nothing: a layout edited in the manifest is the one the sample gets
+    edited = rows[0]["layout"]  # a valid layout of the same canvas, not sample 1's own
+    rows[1]["layout"] = edited
+    (out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    generate_mosaics(spec, out, resume=True)
+    (sample,) = [s for s in open_run(out).samples() if s.index == 1]
+    assert sample.extra["layout"] == json.loads(json.dumps(edited))

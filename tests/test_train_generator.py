@@ -20,6 +20,7 @@ def _losses(out):
     return [json.loads(line)["loss"] for line in open(out / "loss.jsonl")]
 
 
+@pytest.mark.slow
 def test_loss_falls_on_tiny_config(tiny_world, tmp_path):
     train_generator(_config(tiny_world / "train", tmp_path / "run", steps=60, vae_steps=10, checkpoint_every=60))
     losses = _losses(tmp_path / "run")
@@ -44,6 +45,7 @@ def test_save_load_round_trip_offline(tiny_world, tmp_path):
     assert np.array_equal(first, again) and not np.array_equal(first, other)
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tiny_world, tmp_path):
     straight = train_generator(_config(tiny_world / "train", tmp_path / "straight"))
     # the same run stopped after its first checkpoint, then resumed

@@ -7,9 +7,8 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
+from synthscene.codecs import load_semantic_png, rle_to_mask
 from synthscene.evaluation.semantic import confusion_matrix, miou_from_confusion
-from synthscene.formats.coco import rle_to_mask
-from synthscene.formats.voc import load_semantic_png
 from synthscene.world import CLASS_NAMES, CLASSES, oracle_semantic, render_scene, scene_seed
 from synthscene.world.build import write_world
 from synthscene.world.render import MIN_VISIBLE_SHARE, _place_objects, _visible_masks
@@ -37,7 +36,7 @@ def test_scene_does_not_depend_on_how_many_are_drawn():
     first = render_scene(11, 5)
     again = render_scene(11, 5)
     assert np.array_equal(first.image, again.image) and first.caption == again.caption
-    assert first.seed == 11 and first.meta["index"] == 5
+    assert first.seed == 11 and first.index == 5
 
 
 def test_labels_agree_masks_boxes_semantic_caption(small_world):

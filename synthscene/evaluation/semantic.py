@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synthscene.formats.voc import IGNORE_INDEX, load_semantic_png
+from synthscene.codecs import IGNORE_INDEX, load_semantic_png
 
 
 def confusion_matrix(pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int = 255) -> np.ndarray:

@@ -5,16 +5,28 @@ name or synonym (case, spaces and underscores ignored), and unknown ones are an 
 unless ``add_categories``. In LVIS files the real categories keep their frequency group
 (it defines the rare / common / frequent split that evaluation reports) while their
 ``image_count`` / ``instance_count`` are recomputed over the merged file.
+
+Image paths (``merge_files``): the two files' images usually live in two folders, and
+their ``file_name``s are relative to those. Given both folders (``real_images`` and
+``synthetic_images``), the merged file's ``file_name``s are rewritten relative to the
+folders' common parent, so one image root, that parent, resolves every image (``synthscene
+train --data merged.json --image-root PARENT``; or put the merged file in
+``PARENT/annotations/`` and give no root), and images of the same name in the two folders
+stay apart. Without both folders the names are kept as they are (train with the roots in
+order: ``--image-root REAL --image-root SYNTHETIC``), and a ``file_name`` used by both files
+is refused, as it is when both folders are the same.
 """
 
 from __future__ import annotations
 
-import json
+import os
 from pathlib import Path
 
 from PIL import Image
 
+from synthscene.formats.coco import image_file_name, load_coco_json, safe_relative_path
 from synthscene.formats.lvis import update_category_counts
+from synthscene.io import OutputExistsError, make_dir, write_json
 
 
 class MergeError(ValueError):
@@ -31,13 +43,7 @@ def is_lvis(dataset: dict) -> bool:
 
 
 def load_instances(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
-    try:
-        dataset = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise MergeError(f"{path} is not valid JSON: {err}") from None
+    dataset = load_coco_json(path)
     for field in ("images", "annotations", "categories"):
         if not isinstance(dataset.get(field), list):
             raise MergeError(f"{path} has no '{field}' list: not a COCO / LVIS instances file")
@@ -58,18 +64,97 @@ def check_sizes(dataset: dict, name: str, image_root: str | Path | None = None) 
                              f"{image['id']} is {image['height']}x{image['width']}")
     if image_root is None:
         return
-    root = Path(image_root).resolve()
+    root = Path(image_root)
     for image in dataset["images"]:
-        path = (root / image["file_name"]).resolve()
-        if not path.is_relative_to(root):
-            raise MergeError(f"{name}: image path {image['file_name']!r} leaves {root}")
+        file_name = image_file_name(image)
+        if file_name is None:
+            raise MergeError(f"{name}: image {image.get('id')} has no file_name")
+        relative = safe_relative_path(file_name)
+        if relative is None:
+            raise MergeError(f"{name}: image path {file_name!r} leaves {root}")
+        path = root / relative
         if not path.is_file():
             raise MergeError(f"{name}: image {path} is missing")
-        with Image.open(path) as file:
-            width, height = file.size
+        try:
+            with Image.open(path) as file:
+                width, height = file.size
+        except OSError as err:
+            raise MergeError(f"{name}: image {path} cannot be read as an image: {err}") from None
         if (height, width) != (image["height"], image["width"]):
-            raise MergeError(f"{name}: {image['file_name']} is {height}x{width} on disk but "
+            raise MergeError(f"{name}: {file_name} is {height}x{width} on disk but "
                              f"{image['height']}x{image['width']} in the file")
+
+
+def rebase_file_names(dataset: dict, image_root: str | Path, new_root: str | Path) -> dict:
+    """A copy of ``dataset`` whose ``file_name``s, relative to ``image_root``, are made
+    relative to ``new_root`` (a folder above it; the paths are not resolved, so links stay)."""
+    image_root, new_root = Path(os.path.abspath(image_root)), Path(os.path.abspath(new_root))
+    prefix = image_root.relative_to(new_root)
+    images = []
+    for image in dataset["images"]:
+        relative = safe_relative_path(image_file_name(image) or "")
+        if relative is None:
+            raise MergeError(f"image {image_file_name(image)!r} leaves {image_root}")
+        images.append({**image, "file_name": (prefix / relative).as_posix()})
+    return {**dataset, "images": images}
+
+
+def check_file_names(real: dict, synthetic: dict, real_name: str, synthetic_name: str) -> None:
+    """Refuse a ``file_name`` (normalised) that both files use: the merged file could not
+    tell the two images apart."""
+    def names(dataset):
+        result = set()
+        for image in dataset["images"]:
+            file_name = image_file_name(image)
+            if file_name is not None:
+                relative = safe_relative_path(file_name)
+                result.add(relative.as_posix() if relative is not None else file_name)
+        return result
+
+    shared = sorted(names(real) & names(synthetic))
+    if shared:
+        more = f" (and {len(shared) - 1} more)" if len(shared) > 1 else ""
+        raise MergeError(f"{real_name} and {synthetic_name} both use the file name {shared[0]!r}{more} for "
+                         "different images: give --real-images and --synthetic-images (two different folders) so "
+                         "the merged file names keep them apart")
+
+
+def merge_files(real: str | Path, synthetic: str | Path, out: str | Path, add_categories: bool = False,
+                real_images: str | Path | None = None, synthetic_images: str | Path | None = None,
+                overwrite: bool = False) -> dict:
+    """Merge two instances files into ``out`` (written whole, after every check).
+
+    Checks: both are COCO / LVIS instances files; annotations refer to images of their
+    file with masks of their image's size; with ``real_images`` / ``synthetic_images``,
+    every image exists in its folder (not leaving it) with its entry's size; file names
+    keep the images apart (see the module notes: with both folders they are rewritten
+    relative to the folders' common parent).
+
+    Returns:
+        {"out", "real_images": count, "synthetic_images": count, "image_root": the common
+        parent the merged file names are relative to, or None when names were kept}.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"{out} already exists (use --overwrite)")
+    real_data, synthetic_data = load_instances(real), load_instances(synthetic)
+    check_sizes(real_data, str(real), real_images)
+    check_sizes(synthetic_data, str(synthetic), synthetic_images)
+    root = None
+    if real_images is not None and synthetic_images is not None and \
+            os.path.abspath(real_images) != os.path.abspath(synthetic_images):
+        root = Path(os.path.commonpath([os.path.abspath(real_images), os.path.abspath(synthetic_images)]))
+        real_data = rebase_file_names(real_data, real_images, root)
+        synthetic_data = rebase_file_names(synthetic_data, synthetic_images, root)
+    check_file_names(real_data, synthetic_data, str(real), str(synthetic))
+    merged = merge_instances(real_data, synthetic_data, add_categories=add_categories)
+    make_dir(out.parent)
+    try:
+        write_json(out, merged)
+    except OSError as err:
+        raise PermissionError(f"cannot write {out}: {err.strerror}") from err
+    return {"out": out, "real_images": len(real_data["images"]), "synthetic_images": len(synthetic_data["images"]),
+            "image_root": root}
 
 
 def merge_instances(real: dict, synthetic: dict, add_categories: bool = False) -> dict:

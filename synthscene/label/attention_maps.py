@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = 255
+from synthscene.codecs import IGNORE_INDEX  # noqa: F401  (re-exported for the recipes)
 
 
 def class_maps(cross_maps: dict[tuple[int, int], torch.Tensor], token_groups: list[list[int]],

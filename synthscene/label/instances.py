@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import cv2
 import numpy as np
 
 from synthscene.records import Instances
+
+
+@dataclass
+class Labels:
+    """What a recipe reads from one image: semantic mask (uint8 [H, W], 255 uncertain; None
+    for box-only recipes), instances, and how many candidates each filter dropped."""
+
+    semantic: np.ndarray | None
+    instances: Instances
+    dropped: dict[str, int] = field(default_factory=dict)
 
 
 def instances_from_semantic(semantic: np.ndarray, scores: np.ndarray | None = None, min_area: int = 1,

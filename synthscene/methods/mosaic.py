@@ -19,23 +19,16 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from synthscene.capture import AttentionStore, CaptureConfig, capture_attention
 from synthscene.capture.tokens import attention_word, token_indices
-from synthscene.label.attention_maps import objectness_map
-from synthscene.label.refine import grabcut_foreground
-from synthscene.methods.runner import run_shards
-from synthscene.models.load import load_pipeline
-from synthscene.models.schedulers import set_scheduler
-from synthscene.plan import SampleTask, sample_generator, sample_seed
-from synthscene.records import Instances, Sample
-from synthscene.spec import DatasetSpec, MosaicSpec
+from synthscene.models.info import ModelInfo, load_tokenizer, model_info
+from synthscene.plan import Stream, sample_generator, sample_seed, stream_rng
+from synthscene.records import Sample
+from synthscene.spec import MosaicDatasetSpec, MosaicSpec
 
 # MosaicFusion's overlap between neighbouring regions: 48 x 64 px for 512 px regions
 REFERENCE_OVERLAP = (48 / 512, 64 / 512)
@@ -55,6 +48,11 @@ class MosaicLayout:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> MosaicLayout:
+        return cls(tuple(data["canvas"]), tuple(tuple(c) for c in data["cells"]),
+                   tuple(tuple(w) for w in data["windows"]), tuple(data["window"]), data["vae_factor"])
 
     def weights(self) -> torch.Tensor:
         """float [N, H, W]: each region's Gaussian weight, zero outside its cell,
@@ -78,15 +76,10 @@ class MosaicLayout:
         return np.kron(owner, np.ones((self.vae_factor, self.vae_factor), np.int64))
 
 
-def model_geometry(pipe) -> tuple[int, int, int]:
-    """(VAE factor, the UNet's native latent size, the canvas multiple in pixels)."""
-    vae_factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-    return vae_factor, pipe.unet.config.sample_size, vae_factor * 8
-
-
-def plan_layout(params: MosaicSpec, pipe, rng: np.random.Generator) -> MosaicLayout:
-    """A jittered grid of regions on the canvas, in latent pixels."""
-    vae_factor, native, multiple = model_geometry(pipe)
+def plan_layout(params: MosaicSpec, info: ModelInfo, rng: np.random.Generator) -> MosaicLayout:
+    """A jittered grid of regions on the canvas, in latent pixels, for a model with the
+    geometry ``info`` (``synthscene.models.info``)."""
+    vae_factor, native, multiple = info.vae_factor, info.latent_size, info.vae_factor * 8
     rows, cols = params.grid
     region = params.region_size or (native * vae_factor, native * vae_factor)
     overlap = params.overlap or tuple(round(r * f / vae_factor) * vae_factor for r, f in zip(region, REFERENCE_OVERLAP))
@@ -102,7 +95,7 @@ def plan_layout(params: MosaicSpec, pipe, rng: np.random.Generator) -> MosaicLay
     cells = tuple((max(0, ys[r] - half_y), min(height, ys[r + 1] + half_y),
                    max(0, xs[c] - half_x), min(width, xs[c + 1] + half_x))
                   for r in range(rows) for c in range(cols))
-    unet_multiple = 2 ** (len(pipe.unet.config.block_out_channels) - 1)
+    unet_multiple = 2 ** (info.unet_levels - 1)
     window = tuple(min(side, -(-max(extent) // unet_multiple) * unet_multiple) for side, extent in
                    ((height, [c[1] - c[0] for c in cells]), (width, [c[3] - c[2] for c in cells])))
     windows = tuple((min(max(0, (y0 + y1 - window[0]) // 2), height - window[0]),
@@ -191,87 +184,38 @@ def _maybe_capture(unet, store):
     return capture_attention(unet, store) if store is not None else contextlib.nullcontext()
 
 
-def region_instances(tokenizer, result: MosaicResult, layout: MosaicLayout, task: SampleTask,
-                     params: MosaicSpec) -> list[list[tuple[np.ndarray, float]]]:
-    """For each region, its instances: (bool mask at image resolution, score = mean
-    objectness). A region's instances are the connected components of its refined
-    foreground within the area bounds; ``strict`` (MosaicFusion) accepts a region only
-    when that is exactly one component, otherwise a region may give several (the model
-    drew more than one object of its class) and gives none when no component fits."""
-    factor = layout.vae_factor
-    owners = layout.owners()
-    regions = []
-    for k, ((y0, y1, x0, x1), (wy, wx)) in enumerate(zip(layout.cells, layout.windows)):
-        finest = max(result.cross[k])
-        first = token_indices(tokenizer, task.region_prompts[k], attention_word(task.words[k]))[0]
-        objectness = objectness_map({finest: result.cross[k][finest]}, first)
-        size = (layout.window[0] * factor, layout.window[1] * factor)
-        objectness = F.interpolate(objectness[None, None], size=size, mode="bicubic", align_corners=False)[0, 0]
-        objectness = objectness.clamp(0, 1).numpy()
-        # the cell, in window and in canvas coordinates (image pixels)
-        cy0, cy1, cx0, cx1 = (v * factor for v in (y0, y1, x0, x1))
-        oy, ox = wy * factor, wx * factor
-        cell = objectness[cy0 - oy : cy1 - oy, cx0 - ox : cx1 - ox]
-        threshold, _ = cv2.threshold((cell * 255).astype(np.uint8), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-        threshold = threshold / 255.0
-        foreground = grabcut_foreground(result.image[cy0:cy1, cx0:cx1], cell, threshold, min(0.4, threshold),
-                                        max(0.95, threshold), params.grabcut_iterations)
-        foreground &= owners[cy0:cy1, cx0:cx1] == k
-        count, components = cv2.connectedComponents(foreground.astype(np.uint8), connectivity=8)
-        low, high = params.area_range
-        valid = [c for c in range(1, count) if low * cell.size <= (components == c).sum() <= high * cell.size]
-        if params.strict and len(valid) != 1:
-            valid = []
-        instances = []
-        for c in valid:
-            full = np.zeros(result.image.shape[:2], bool)
-            full[cy0:cy1, cx0:cx1] = components == c
-            instances.append((full, float(cell[components == c].mean())))
-        regions.append(instances)
-    return regions
+@dataclass(frozen=True)
+class Task:
+    """One row of a mosaic manifest: a class and a prompt per region, and the layout."""
+
+    index: int
+    seed: int
+    class_ids: tuple[int, ...]  # one per region
+    words: tuple[str, ...]  # the class word of each region prompt
+    region_prompts: tuple[str, ...]
+    layout: MosaicLayout
+
+    @property
+    def caption(self) -> str:
+        return " | ".join(self.region_prompts)
+
+    def to_json(self) -> dict:
+        return {"index": self.index, "seed": self.seed, "class_ids": list(self.class_ids), "words": list(self.words),
+                "region_prompts": list(self.region_prompts), "layout": self.layout.to_json()}
+
+    @classmethod
+    def from_json(cls, row: dict) -> Task:
+        return cls(row["index"], row["seed"], tuple(row["class_ids"]), tuple(row["words"]),
+                   tuple(row["region_prompts"]), MosaicLayout.from_json(row["layout"]))
 
 
-def mosaic_sample(pipe, task: SampleTask, spec: DatasetSpec, sam=None) -> Sample | None:
-    """Generate and label one mosaic (None when ``strict`` drops it); ``sam``: an optional
-    ``SamRefiner`` whose box-prompted masks replace the instances' (within their region)."""
-    params = spec.mosaic
-    rng = np.random.default_rng(sample_seed(task.seed, 2))
-    layout = plan_layout(params, pipe, rng)
-    capture = CaptureConfig(cross_resolutions=(), step_window=params.step_window)
-    result = generate_mosaic(pipe, list(task.region_prompts), layout, spec.sampler.steps, spec.sampler.guidance,
-                             sample_generator(task.seed), params.batched, capture)
-    regions = region_instances(pipe.tokenizer, result, layout, task, params)
-    kept = [bool(instances) for instances in regions]
-    if params.strict and not all(kept):
-        return None
-    owners = layout.owners()
-    if sam is not None:
-        for k, instances in enumerate(regions):
-            if instances:
-                refined = sam(result.image, np.stack([m for m, _ in instances])) & (owners == k)
-                regions[k] = [(r if r.any() else m, score) for r, (m, score) in zip(refined, instances)]
-    semantic = np.zeros(result.image.shape[:2], np.uint8)
-    masks, class_ids, scores = [], [], []
-    for k, instances in enumerate(regions):
-        if not instances:
-            semantic[owners == k] = 255  # unknown: this region gave no clean instance
-        for mask, score in instances:
-            semantic[mask] = task.class_ids[k] + 1
-            masks.append(mask)
-            class_ids.append(task.class_ids[k])
-            scores.append(score)
-    instances = (Instances.from_masks(np.stack(masks), class_ids, scores) if masks
-                 else Instances.empty(*semantic.shape))
-    meta = {"index": task.index, "class_ids": list(task.class_ids), "layout": layout.to_json(),
-            "region_prompts": list(task.region_prompts), "regions_kept": kept, "dropped_small": 0}
-    return Sample(result.image, instances, semantic, " | ".join(task.region_prompts), task.seed, meta)
-
-
-def plan_mosaics(spec: DatasetSpec) -> list[SampleTask]:
-    """One task per canvas: a class per region. With LVIS frequencies in the taxonomy,
-    the first region's class is drawn from the rare ones (as MosaicFusion), the others
-    from all classes."""
+def plan(spec: MosaicDatasetSpec) -> list[Task]:
+    """One task per canvas: a class per region and the jittered layout (from the sample's
+    layout stream and the model's geometry, read from its configs). With LVIS frequencies
+    in the taxonomy, the first region's class is drawn from the rare ones (as
+    MosaicFusion), the others from all classes."""
     count = spec.mosaic.grid[0] * spec.mosaic.grid[1]
+    info = model_info(spec.model)
     allowed = [i for i, c in enumerate(spec.classes) if not spec.mosaic.categories or c.name in spec.mosaic.categories]
     rare = [i for i in allowed if spec.classes[i].frequency == "r"] or allowed
     tasks = []
@@ -282,33 +226,59 @@ def plan_mosaics(spec: DatasetSpec) -> list[SampleTask]:
         words = [str(rng.choice([spec.classes[c].name, *spec.classes[c].synonyms])) for c in class_ids]
         prompts = tuple(region_prompt(spec.mosaic.prompt_template, attention_word(w), spec.classes[c].definition)
                         for w, c in zip(words, class_ids))
-        tasks.append(SampleTask(index, seed, " | ".join(prompts), tuple(class_ids), tuple(words), prompts))
+        layout = plan_layout(spec.mosaic, info, stream_rng(seed, Stream.LAYOUT))
+        tasks.append(Task(index, seed, tuple(class_ids), tuple(words), prompts, layout))
     return tasks
 
 
-def generate_mosaics(spec: DatasetSpec, out: str | Path, resume: bool = False, progress: bool = True,
-                     device: str = "cpu") -> Path:
-    """Make ``spec.num_samples`` mosaics (fewer when ``strict`` drops some) in ``out``, running
-    the model on ``device``."""
-    tasks = plan_mosaics(spec)
-    pipe = load_pipeline(spec.model, device=device)
-    set_scheduler(pipe, spec.sampler.scheduler)
-    plan_layout(spec.mosaic, pipe, np.random.default_rng(0))  # a canvas the model cannot take fails here
+def check(spec: MosaicDatasetSpec, tasks: list[Task]) -> None:
+    """Every region prompt fits the text encoder and names its class."""
+    tokenizer = load_tokenizer(spec.model)
+    limit = tokenizer.model_max_length
     for task in tasks:
         for prompt, word in zip(task.region_prompts, task.words):
-            if len(pipe.tokenizer(prompt).input_ids) > pipe.tokenizer.model_max_length:
-                raise ValueError(f"region prompt of sample {task.index} is longer than "
-                                 f"{pipe.tokenizer.model_max_length} tokens: {prompt[:80]!r}...")
-            token_indices(pipe.tokenizer, prompt, attention_word(word))
+            if len(tokenizer(prompt).input_ids) > limit:
+                raise ValueError(f"region prompt of sample {task.index} is longer than {limit} tokens: "
+                                 f"{prompt[:80]!r}...")
+            token_indices(tokenizer, prompt, attention_word(word))
 
-    sam = None
-    if spec.mosaic.sam_model:
-        from synthscene.label.sam import SamRefiner
 
-        sam = SamRefiner(spec.mosaic.sam_model, pipe.device)
+class Worker:
+    """Loads the model (and SAM, when asked) once; makes one mosaic per task."""
 
-    def label_batch(batch: list[SampleTask]) -> list[Sample]:
-        samples = [mosaic_sample(pipe, task, spec, sam) for task in batch]
+    def __init__(self, spec: MosaicDatasetSpec, device: str = "cpu"):
+        from synthscene.models.load import load_pipeline
+        from synthscene.models.schedulers import set_scheduler
+
+        self.spec = spec
+        self.pipe = load_pipeline(spec.model, device=device)
+        set_scheduler(self.pipe, spec.sampler.scheduler)
+        self.sam = None
+        if spec.mosaic.sam_model:
+            from synthscene.label.sam import SamRefiner
+
+            self.sam = SamRefiner(spec.mosaic.sam_model, self.pipe.device)
+
+    def __call__(self, tasks: list[Task]) -> list[Sample]:
+        samples = [mosaic_sample(self.pipe, task, self.spec, self.sam) for task in tasks]
         return [s for s in samples if s is not None]
 
-    return run_shards(spec, Path(out), tasks, pipe, label_batch, resume, progress, "mosaic")
+
+def mosaic_sample(pipe, task: Task, spec: MosaicDatasetSpec, sam=None) -> Sample | None:
+    """Generate and label one mosaic (None when ``strict`` drops it); ``sam``: an optional
+    ``SamRefiner`` whose box-prompted masks replace the instances' (within their region)."""
+    from synthscene.label.mosaic import mosaic_labels, region_objectness
+
+    params = spec.mosaic
+    layout = task.layout
+    capture = CaptureConfig(cross_resolutions=(), step_window=params.step_window)
+    result = generate_mosaic(pipe, list(task.region_prompts), layout, spec.sampler.steps, spec.sampler.guidance,
+                             sample_generator(task.seed), params.batched, capture)
+    objectness = [region_objectness(result.cross[k], token_indices(pipe.tokenizer, prompt, attention_word(word))[0],
+                                    layout) for k, (prompt, word) in enumerate(zip(task.region_prompts, task.words))]
+    labels, kept = mosaic_labels(result.image, objectness, layout, task.class_ids, params, sam)
+    if labels is None:
+        return None
+    extra = {"layout": layout.to_json(), "region_prompts": list(task.region_prompts), "regions_kept": kept}
+    return Sample(task.index, task.seed, task.caption, result.image, labels.instances, labels.semantic,
+                  task.class_ids, labels.dropped, extra)

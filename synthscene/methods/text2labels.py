@@ -22,69 +22,91 @@ The image is generated from the prompt alone; labels are read while it is made.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import torch
 
-from synthscene.capture import AttentionStore, CaptureConfig, capture_attention, encode_for_store
 from synthscene.capture.tokens import attention_word, token_indices
-from synthscene.label.attention_maps import (
-    IGNORE_INDEX,
-    class_maps,
-    min_max_per_class,
-    objectness_map,
-    refine_with_self_attention,
-    semantic_from_scores,
-    upsample_scores,
-)
-from synthscene.label.classify import assign_segments, denoising_errors
-from synthscene.label.instances import instances_from_semantic
-from synthscene.label.refine import blend_alpha, colour_segments, grabcut_foreground
-from synthscene.methods.runner import run_shards
-from synthscene.models.load import load_pipeline
-from synthscene.models.schedulers import set_scheduler
-from synthscene.plan import SampleTask, plan_dataset, sample_generator, sample_seed
+from synthscene.models.info import load_tokenizer, model_info
+from synthscene.plan import Stream, sample_generator, sample_seed, stream_seed
 from synthscene.records import Sample
-from synthscene.spec import DatasetSpec, Text2LabelsSpec
+from synthscene.spec import Text2LabelsDatasetSpec, Text2LabelsSpec
 
 
-def class_prompt(task: SampleTask) -> tuple[str, int]:
-    """The text whose keys give the label maps, and where its class part starts."""
-    head = f"{task.prompt}; "
-    return head + " ".join(attention_word(w) for w in task.words), len(head)
+@dataclass(frozen=True)
+class Task:
+    """One row of a text2labels manifest: everything needed to make sample ``index`` alone."""
+
+    index: int
+    seed: int
+    prompt: str
+    class_ids: tuple[int, ...]  # 0-based into the spec's classes, in prompt order
+    words: tuple[str, ...]  # the word of each class as it appears in the prompt
+
+    def to_json(self) -> dict:
+        return {"index": self.index, "seed": self.seed, "prompt": self.prompt, "class_ids": list(self.class_ids),
+                "words": list(self.words)}
+
+    @classmethod
+    def from_json(cls, row: dict) -> Task:
+        return cls(row["index"], row["seed"], row["prompt"], tuple(row["class_ids"]), tuple(row["words"]))
 
 
-def generate_dataset(spec: DatasetSpec, out: str | Path, resume: bool = False, progress: bool = True,
-                     device: str = "cpu") -> Path:
-    """Make ``spec.num_samples`` labelled samples in ``out`` (see ``synthscene.store``), running
-    the model on ``device`` (recorded in ``run.json``)."""
-    # plan, load the model, and check every prompt before writing anything
-    tasks = plan_dataset(spec)
-    pipe = load_pipeline(spec.model, device=device)
-    set_scheduler(pipe, spec.sampler.scheduler)
-    check_recipe(pipe, spec.text2labels)
+# ---- 1. plan and check --------------------------------------------------------------------
+
+
+def plan(spec: Text2LabelsDatasetSpec) -> list[Task]:
+    """A prompt naming 1..k classes per sample.
+
+    Each task's choices come from its own seed, so the manifest of the first N samples
+    does not change when ``num_samples`` grows.
+    """
+    tasks = []
+    low, high = spec.objects_per_prompt
+    for index in range(spec.num_samples):
+        seed = sample_seed(spec.seed, index)
+        rng = np.random.default_rng(seed)
+        count = int(rng.integers(low, high + 1))
+        class_ids = tuple(int(c) for c in rng.choice(len(spec.classes), size=count, replace=False))
+        words = []
+        for class_id in class_ids:
+            cls = spec.classes[class_id]
+            words.append(str(rng.choice([cls.name, *cls.synonyms])))
+        if count == 1 and spec.classes[class_ids[0]].prompts:
+            prompt = str(rng.choice(spec.classes[class_ids[0]].prompts)).format(name=words[0])
+        else:
+            template = str(rng.choice(spec.prompt_templates))
+            prompt = template.format(objects=_list_objects(words))
+        tasks.append(Task(index, seed, prompt, class_ids, tuple(words)))
+    return tasks
+
+
+def _list_objects(words: list[str]) -> str:
+    phrases = [("an " if w[0].lower() in "aeiou" else "a ") + w for w in words]
+    return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+
+
+def check(spec: Text2LabelsDatasetSpec, tasks: list[Task]) -> None:
+    """Refuse a recipe the model cannot run and prompts it cannot read, from its configs."""
+    check_recipe(model_info(spec.model), spec.text2labels)
+    tokenizer = load_tokenizer(spec.model)
     for task in tasks:
-        check_task(pipe.tokenizer, task)
-    return run_shards(spec, Path(out), tasks, pipe, lambda batch: label_batch(pipe, batch, spec), resume, progress,
-                      "text2labels")
+        check_task(tokenizer, task)
 
 
-def check_recipe(pipe, params: Text2LabelsSpec) -> None:
+def check_recipe(info, params: Text2LabelsSpec) -> None:
     """The ``ours`` recipe's diffusion classifier needs a text-only UNet and a training
     schedule that reaches its timesteps."""
     if params.recipe != "ours":
         return
-    if pipe.unet.config.addition_embed_type is not None:
+    if info.extra_conditioning:
         raise ValueError("recipe 'ours' classifies regions with a text-conditioned UNet (SD 1.x / 2.x); "
                          "this model needs extra conditioning (SDXL): use recipe 'faithful'")
-    steps = len(pipe.scheduler.alphas_cumprod)
-    if max(params.classifier_timesteps) >= steps:
+    if max(params.classifier_timesteps) >= info.train_timesteps:
         raise ValueError(f"classifier_timesteps {params.classifier_timesteps} must be below the model's "
-                         f"{steps} training timesteps")
+                         f"{info.train_timesteps} training timesteps")
 
 
-def check_task(tokenizer, task: SampleTask) -> None:
+def check_task(tokenizer, task: Task) -> None:
     """Every class word must be in the prompt, inside the 77-token window."""
     limit = tokenizer.model_max_length
     if len(tokenizer(task.prompt).input_ids) > limit:
@@ -96,18 +118,49 @@ def check_task(tokenizer, task: SampleTask) -> None:
         token_indices(tokenizer, text, attention_word(word), start)
 
 
+def class_prompt(task: Task) -> tuple[str, int]:
+    """The text whose keys give the label maps (faithful), and where its class part starts."""
+    head = f"{task.prompt}; "
+    return head + " ".join(attention_word(w) for w in task.words), len(head)
+
+
+# ---- 2. generate with capture, 3. label ---------------------------------------------------
+
+
+class Worker:
+    """Loads the model once; maps a batch of tasks to labelled samples."""
+
+    def __init__(self, spec: Text2LabelsDatasetSpec, device: str = "cpu"):
+        from synthscene.models.load import load_pipeline
+        from synthscene.models.schedulers import set_scheduler
+
+        self.spec = spec
+        self.pipe = load_pipeline(spec.model, device=device)
+        set_scheduler(self.pipe, spec.sampler.scheduler)
+        check_recipe(model_info(spec.model), spec.text2labels)
+
+    def __call__(self, tasks: list[Task]) -> list[Sample]:
+        captured = capture_batch(self.pipe, tasks, self.spec)
+        return [label_sample(self.pipe.tokenizer, captured, b, task, self.spec.text2labels, len(self.spec.classes))
+                for b, task in enumerate(tasks)]
+
+
 @dataclass
 class CapturedBatch:
     """Generated images and what was captured while making them."""
 
     images: np.ndarray  # uint8 [B, H, W, 3]
     cross: dict  # {(h, w): float [B, T, h, w]}; T: class-prompt tokens (faithful) or prompt tokens (ours)
-    self_attention: torch.Tensor | None  # float [B, N, N] (faithful)
-    class_errors: list[torch.Tensor | None] | None = None  # per sample [K, h, w] denoising errors (ours)
+    self_attention: object | None  # torch float [B, N, N]
+    class_errors: list | None = None  # per sample torch [K, h, w] denoising errors (ours)
 
 
-def capture_batch(pipe, tasks: list[SampleTask], spec: DatasetSpec) -> CapturedBatch:
+def capture_batch(pipe, tasks: list[Task], spec: Text2LabelsDatasetSpec) -> CapturedBatch:
     """Generate one batch with attention capture; each sample has its own generator."""
+    import torch
+
+    from synthscene.capture import AttentionStore, CaptureConfig, capture_attention, encode_for_store
+
     params = spec.text2labels
     faithful = params.recipe == "faithful"
     store = AttentionStore(
@@ -133,108 +186,35 @@ def capture_batch(pipe, tasks: list[SampleTask], spec: DatasetSpec) -> CapturedB
     return CapturedBatch((images * 255).round().astype(np.uint8), store.cross_maps(), store.self_map(), class_errors)
 
 
-def _class_errors(pipe, latents: torch.Tensor, task: SampleTask, params: Text2LabelsSpec) -> torch.Tensor | None:
+def _class_errors(pipe, latents, task: Task, params: Text2LabelsSpec):
     """Denoising errors [K, h, w] of one sample under each named class (None for one class)."""
     if len(task.words) == 1:
         return None
+    from synthscene.capture import encode_for_store
+    from synthscene.label.classify import denoising_errors
+
     # its own noise stream, so labels do not depend on the batch the sample ran in
-    generator = sample_generator(sample_seed(task.seed, 1))
+    generator = sample_generator(stream_seed(task.seed, Stream.CLASSIFIER_NOISE))
     embeddings = encode_for_store(pipe, [attention_word(w) for w in task.words])
     return denoising_errors(pipe.unet, pipe.scheduler, latents, embeddings, params.classifier_timesteps,
                             params.classifier_repeats, generator)
 
 
-def label_sample(tokenizer, captured: CapturedBatch, b: int, task: SampleTask, params: Text2LabelsSpec,
+def label_sample(tokenizer, captured: CapturedBatch, b: int, task: Task, params: Text2LabelsSpec,
                  num_classes: int) -> Sample:
     """Semantic mask, instances and scores of sample ``b`` of a captured batch."""
+    from synthscene.label.text2labels import faithful_labels, ours_labels
+
     image = captured.images[b]
     cross = {hw: m[b] for hw, m in captured.cross.items()}
+    self_attention = None if captured.self_attention is None else captured.self_attention[b]
     if params.recipe == "faithful":
         text, start = class_prompt(task)
         groups = [token_indices(tokenizer, text, attention_word(w), start) for w in task.words]
-        scores = label_scores(cross, groups, None if captured.self_attention is None else captured.self_attention[b],
-                              params)
-        scores = upsample_scores(scores, image.shape[:2])
-        semantic = semantic_for_classes(scores, task.class_ids, params)
-        full_scores = np.zeros((num_classes, *image.shape[:2]), np.float32)
-        full_scores[list(task.class_ids)] = scores.numpy()
+        labels = faithful_labels(image, cross, groups, self_attention, task.class_ids, params, num_classes)
     else:
-        self_attention = None if captured.self_attention is None else captured.self_attention[b]
-        decided, uncertain, full_scores = _label_ours(tokenizer, image, cross, self_attention,
-                                                      captured.class_errors[b], task, params, num_classes)
-        # instances keep every object pixel; the semantic mask abstains on near-even blends
-        instances, dropped = instances_from_semantic(decided, full_scores, params.min_instance_area, num_classes)
-        semantic = np.where(uncertain, np.uint8(IGNORE_INDEX), decided)
-        meta = {"index": task.index, "class_ids": list(task.class_ids), "dropped_small": dropped}
-        return Sample(image, instances, semantic, task.prompt, task.seed, meta)
-    instances, dropped = instances_from_semantic(semantic, full_scores, params.min_instance_area, num_classes)
-    meta = {"index": task.index, "class_ids": list(task.class_ids), "dropped_small": dropped}
-    return Sample(image, instances, semantic, task.prompt, task.seed, meta)
-
-
-def _label_ours(tokenizer, image: np.ndarray, cross: dict, self_attention: torch.Tensor | None,
-                class_errors: torch.Tensor | None, task: SampleTask, params: Text2LabelsSpec,
-                num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(semantic uint8 [H, W] with every pixel decided, uncertain bool [H, W], scores float
-    [C, H, W]) by the ``ours`` recipe."""
-    size = image.shape[:2]
-    first = min(token_indices(tokenizer, task.prompt, attention_word(w))[0] for w in task.words)
-    spread = self_attention is not None and params.objectness_self_attention_power > 0
-    side = round(self_attention.shape[-1] ** 0.5) if spread else None
-    objectness = objectness_map(cross, first, (side, side) if spread else None)
-    if spread:
-        objectness = min_max_per_class(refine_with_self_attention(
-            objectness[None], self_attention, params.objectness_self_attention_power))[0]
-    objectness = upsample_scores(objectness[None], size)[0].numpy()
-    foreground = grabcut_foreground(image, objectness, params.objectness_threshold, params.grabcut_background_below,
-                                    params.grabcut_foreground_above, params.grabcut_iterations,
-                                    params.grabcut_min_side)
-    alpha = (blend_alpha(image, foreground, params.matting_colours) if params.matting_colours > 0
-             else foreground.astype(np.float32))
-    foreground = alpha >= 0.5
-    segments = colour_segments(image, foreground, params.colour_split_distance)
-    errors = None
-    if class_errors is not None:
-        errors = torch.nn.functional.interpolate(class_errors[None], size=size, mode="bilinear",
-                                                 align_corners=False)[0].numpy()
-    lookup = np.zeros(segments.max() + 1, np.uint8)
-    for segment, best in assign_segments(segments, errors, image, params.colour_group_distance).items():
-        lookup[segment] = task.class_ids[best] + 1
-    semantic = lookup[segments]
-    # an instance's score: its mean objectness
-    scores = np.repeat(objectness[None].astype(np.float32), num_classes, axis=0)
-    uncertain = np.zeros(size, bool)
-    if params.uncertain_blend is not None:
-        low, high = params.uncertain_blend
-        uncertain = (alpha >= low) & (alpha < high)
-    return semantic, uncertain, scores
-
-
-def label_batch(pipe, tasks: list[SampleTask], spec: DatasetSpec) -> list[Sample]:
-    """Generate and label one batch of tasks."""
-    captured = capture_batch(pipe, tasks, spec)
-    return [label_sample(pipe.tokenizer, captured, b, task, spec.text2labels, len(spec.classes))
-            for b, task in enumerate(tasks)]
-
-
-def label_scores(cross: dict, groups: list[list[int]], self_attention: torch.Tensor | None,
-                 params: Text2LabelsSpec) -> torch.Tensor:
-    """float [K, h, w] scores in [0, 1] for the K classes named in one prompt."""
-    grid = max(cross)
-    if self_attention is not None:
-        side = round(self_attention.shape[-1] ** 0.5)
-        grid = (side, side)
-    maps = class_maps(cross, groups, grid)
-    if self_attention is not None and params.self_attention_power > 0:
-        maps = refine_with_self_attention(maps, self_attention, params.self_attention_power)
-    return min_max_per_class(maps)
-
-
-def semantic_for_classes(scores: torch.Tensor, class_ids, params: Text2LabelsSpec) -> np.ndarray:
-    """Semantic mask in the dataset's class numbering (0 background, class id + 1) from the
-    scores [K, H, W] of the K classes a prompt names, in prompt order."""
-    local = semantic_from_scores(scores, params.foreground, params.background)
-    lookup = np.zeros(256, np.uint8)
-    lookup[1 : len(class_ids) + 1] = [c + 1 for c in class_ids]
-    lookup[IGNORE_INDEX] = IGNORE_INDEX
-    return lookup[local]
+        first = min(token_indices(tokenizer, task.prompt, attention_word(w))[0] for w in task.words)
+        labels = ours_labels(image, cross, first, self_attention, captured.class_errors[b], task.class_ids, params,
+                             num_classes)
+    return Sample(task.index, task.seed, task.prompt, image, labels.instances, labels.semantic, task.class_ids,
+                  labels.dropped)

@@ -12,13 +12,15 @@ from pathlib import Path
 import torch
 from diffusers import DiffusionPipeline, StableDiffusionPipeline
 
-EMBEDDED_MODEL_NAME = "embedded"
-EMBEDDED_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "shapes_model"
+from synthscene.models.info import (
+    EMBEDDED_MODEL_DIR,
+    EMBEDDED_MODEL_NAME,
+    ModelNotFoundError,
+    looks_like_hub_id,
+    resolve_model,
+)
 
-
-class ModelNotFoundError(FileNotFoundError):
-    """No pipeline could be loaded; the message lists what was tried."""
-
+__all__ = ["EMBEDDED_MODEL_DIR", "EMBEDDED_MODEL_NAME", "ModelNotFoundError", "check_device", "load_pipeline"]
 
 def check_device(device: str | torch.device) -> torch.device:
     """The torch device for ``device`` ("cpu", "cuda", "cuda:1", "mps"), refused with one clear
@@ -32,16 +34,6 @@ def check_device(device: str | torch.device) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device {str(device)!r}: torch sees no MPS device on this machine")
     return device
-
-
-def resolve_model(model: str) -> tuple[str, bool]:
-    """(path or hub id, is_local) for a ``--model`` value."""
-    if model == EMBEDDED_MODEL_NAME:
-        return str(EMBEDDED_MODEL_DIR), True
-    path = Path(model).expanduser()
-    if path.exists():
-        return str(path), True
-    return model, False
 
 
 def load_pipeline(model: str = EMBEDDED_MODEL_NAME, dtype: torch.dtype = torch.float32,
@@ -66,8 +58,7 @@ def load_pipeline(model: str = EMBEDDED_MODEL_NAME, dtype: torch.dtype = torch.f
         pipeline_class = StableDiffusionPipeline if _is_sd(Path(source)) else DiffusionPipeline
         pipe = pipeline_class.from_pretrained(source, local_files_only=True, use_safetensors=True)
     else:
-        looks_like_hub_id = model.count("/") == 1 and not model.startswith((".", "/", "~"))
-        if not looks_like_hub_id:
+        if not looks_like_hub_id(model):
             raise ModelNotFoundError(
                 f"model {model!r}: tried local folder {Path(model).resolve()} (does not exist); "
                 "it is not a hub id of the form owner/name either"
@@ -89,20 +80,3 @@ def load_pipeline(model: str = EMBEDDED_MODEL_NAME, dtype: torch.dtype = torch.f
 def _is_sd(folder: Path) -> bool:
     index = json.loads((folder / "model_index.json").read_text())
     return index.get("_class_name") == "StableDiffusionPipeline"
-
-
-def model_fingerprint(pipe) -> dict:
-    """What identifies the model a dataset was made with: name or path, class, and a
-    hash of the UNet weights (cheap: a sum of a few parameter checksums)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for name, param in sorted(pipe.unet.state_dict().items())[:16]:
-        digest.update(name.encode())
-        digest.update(param.detach().float().cpu().numpy().tobytes()[:4096])
-    return {
-        "name_or_path": str(pipe.config._name_or_path),
-        "class": type(pipe).__name__,
-        "unet_sha256_prefix": digest.hexdigest()[:16],
-        "device": str(pipe.device),
-    }

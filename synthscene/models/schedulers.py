@@ -12,6 +12,8 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 
+from synthscene.spec import SCHEDULERS
+
 SCHEDULER_CLASSES = {
     "ddim": DDIMScheduler,
     "ddpm": DDPMScheduler,
@@ -21,6 +23,7 @@ SCHEDULER_CLASSES = {
     "dpm_solver": DPMSolverMultistepScheduler,
     "unipc": UniPCMultistepScheduler,
 }
+assert tuple(SCHEDULER_CLASSES) == SCHEDULERS, "spec.SCHEDULERS and the classes here must name the same schedulers"
 
 
 def set_scheduler(pipe, name: str) -> None:

@@ -2,54 +2,52 @@
 
 from __future__ import annotations
 
-import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from synthscene.io import write_json
-from synthscene.store import read_records
+from synthscene.io import write_json, write_text
+from synthscene.store import open_run
 
 _BINS = np.linspace(0.0, 1.0, 11)
 
 
 def dataset_card(run: str | Path) -> dict:
     """Summary statistics of a run's finished shards (JSON-ready)."""
-    run = Path(run)
-    spec = yaml.safe_load((run / "spec.resolved.yaml").read_text())
-    names = [c["name"] for c in spec["classes"]]
-    provenance = json.loads((run / "run.json").read_text())
+    opened = open_run(run)
+    spec = opened.spec
+    names = spec.class_names
     instances_per_class = np.zeros(len(names), np.int64)
     images_per_class = np.zeros(len(names), np.int64)
     named_without_instance = 0
-    scores, dropped, samples = [], 0, 0
-    for _, record in read_records(run):
+    scores, dropped, samples = [], Counter(), 0
+    for sample in opened.samples():
         samples += 1
-        dropped += record.get("dropped_small", 0)
-        present = set()
-        for inst in record["instances"]:
-            instances_per_class[inst["class_id"]] += 1
-            present.add(inst["class_id"])
-            scores.append(inst["score"])
-        for class_id in present:
-            images_per_class[class_id] += 1
-        named_without_instance += len(set(record.get("class_ids", [])) - present)
+        dropped.update(sample.dropped)
+        classes = sample.instances.class_id.tolist()
+        instances_per_class += np.bincount(classes, minlength=len(names))
+        images_per_class[sorted(set(classes))] += 1
+        scores += sample.instances.score.tolist()
+        named_without_instance += len(set(sample.class_ids) - set(classes))
     histogram, _ = np.histogram(np.array(scores, np.float64), bins=_BINS)
+    resolved = spec.model_dump(mode="json")
     return {
-        "name": spec["name"],
-        "model": provenance.get("model"),
+        "name": spec.name,
+        "model": opened.provenance.get("model"),
         "samples": samples,
+        "samples_planned": len(opened.manifest_rows()),
         "instances": int(instances_per_class.sum()),
         "per_class": {n: {"instances": int(i), "images": int(m)}
                       for n, i, m in zip(names, instances_per_class, images_per_class)},
         "named_classes_without_instance": named_without_instance,
-        "components_dropped_as_too_small": dropped,
+        "components_dropped_as_too_small": int(dropped.get("small", 0)),
+        "dropped": {k: int(v) for k, v in sorted(dropped.items())},
         "score_histogram": {"bins": [round(b, 2) for b in _BINS.tolist()], "counts": histogram.tolist()},
-        "sampler": spec["sampler"],
-        "method": spec.get("method", "text2labels"),
-        "labels": spec[spec.get("method", "text2labels")],
-        "versions": provenance.get("versions"),
+        "sampler": resolved["sampler"],
+        "method": spec.method,
+        "labels": resolved[spec.method],
+        "versions": opened.provenance.get("versions"),
     }
 
 
@@ -61,14 +59,15 @@ def write_dataset_card(run: str | Path) -> Path:
     lines = [f"# Dataset card: {card['name']}", "",
              f"- model: `{(card['model'] or {}).get('name_or_path')}` "
              f"(UNet hash {(card['model'] or {}).get('unet_sha256_prefix')})",
-             f"- samples: {card['samples']}, instances: {card['instances']}",
+             f"- samples: {card['samples']} (of {card['samples_planned']} planned), instances: {card['instances']}",
              f"- named classes that got no instance: {card['named_classes_without_instance']}",
              f"- components dropped as too small: {card['components_dropped_as_too_small']}",
+             f"- dropped by each label filter: {card['dropped']}",
              f"- sampler: {card['sampler']}", f"- method: {card['method']}, labels: {card['labels']}", "",
              "| class | instances | images |", "|---|---|---|"]
     lines += [f"| {n} | {v['instances']} | {v['images']} |" for n, v in card["per_class"].items()]
     lines += ["", "Instance scores:", "", "| score | count |", "|---|---|"]
     bins, counts = card["score_histogram"]["bins"], card["score_histogram"]["counts"]
     lines += [f"| {lo:.1f}-{hi:.1f} | {c} |" for lo, hi, c in zip(bins[:-1], bins[1:], counts)]
-    (run / "dataset_card.md").write_text("\n".join(lines) + "\n")
+    write_text(run / "dataset_card.md", "\n".join(lines) + "\n")
     return run / "dataset_card.md"

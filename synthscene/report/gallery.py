@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from synthscene.formats.export import run_class_names
-from synthscene.formats.voc import IGNORE_INDEX, voc_palette
+from synthscene.codecs import IGNORE_INDEX, voc_palette
 from synthscene.io import atomic_output_dir
-from synthscene.store import load_sample, read_records
+from synthscene.store import open_run
 
 _PALETTE = np.array(voc_palette(), np.uint8).reshape(256, 3)
 _SCALE = 4  # small images are shown enlarged, pixelated
@@ -31,20 +30,20 @@ def overlay(image: np.ndarray, semantic: np.ndarray, alpha: float = 0.55) -> np.
 
 def write_gallery(run: str | Path, out: str | Path | None = None, limit: int | None = None) -> Path:
     """Write ``gallery/index.html`` (+ overlay PNGs) for a run; returns the HTML path."""
-    run = Path(run)
-    names = run_class_names(run)
-    out = Path(out) if out is not None else run / "gallery"
+    opened = open_run(run)
+    names = opened.class_names
+    out = Path(out) if out is not None else opened.root / "gallery"
     with atomic_output_dir(out, overwrite=True) as tmp:
         cards = []
-        for n, (shard, record) in enumerate(read_records(run)):
+        for n, sample in enumerate(opened.samples()):
             if limit is not None and n >= limit:
                 break
-            sample = load_sample(shard, record)
-            stem = f"{record['index']:07d}"
+            stem = f"{sample.index:07d}"
             Image.fromarray(sample.image).save(tmp / f"{stem}.png")
-            Image.fromarray(overlay(sample.image, sample.semantic)).save(tmp / f"{stem}-overlay.png")
+            semantic = sample.semantic if sample.semantic is not None else np.zeros(sample.image.shape[:2], np.uint8)
+            Image.fromarray(overlay(sample.image, semantic)).save(tmp / f"{stem}-overlay.png")
             cards.append(_card(stem, sample, names))
-        (tmp / "index.html").write_text(_page(run.name, cards, names), encoding="utf-8")
+        (tmp / "index.html").write_text(_page(opened.root.name, cards, names), encoding="utf-8")
     return out / "index.html"
 
 
@@ -64,7 +63,7 @@ def _card(stem: str, sample, names: list[str]) -> str:
                      f'fill="none" stroke-width="2"><title>{html.escape(label)}</title></rect>')
     scores = ", ".join(f"{html.escape(names[c])} {s:.2f}" for c, s in
                        zip(sample.instances.class_id, sample.instances.score)) or "no instances"
-    ignored = float((sample.semantic == IGNORE_INDEX).mean())
+    ignored = 0.0 if sample.semantic is None else float((sample.semantic == IGNORE_INDEX).mean())
     return (
         f'<figure class="sample"><div class="pair">'
         f'<img src="{stem}.png" width="{w}" height="{h}" alt="generated image">'

@@ -4,10 +4,15 @@ Sources are opened and checked up front (every image and mask on disk, annotatio
 present), so training never skips data silently. Classes are matched by name: every
 source's classes must belong to the class list of the first source, which numbers them.
 
-- Instances: a COCO JSON (``synthscene export --format coco``: ``DIR/annotations/instances.json``
-  with ``DIR/images/``; the shapes world: ``WORLD/annotations/instances_train.json`` with file
-  names relative to ``WORLD``). A file name is looked up under the folder above
-  ``annotations/``, then under its ``images/``; it may not lead outside that folder.
+- Instances: any COCO instances JSON, read by ``synthscene.formats.coco.read_coco``
+  (``synthscene export --format coco``: ``DIR/annotations/instances.json`` with
+  ``DIR/images/``; the shapes world: ``WORLD/annotations/instances_train.json`` with file
+  names relative to ``WORLD``; COCO 2017: ``annotations/instances_train2017.json`` with
+  ``train2017/``). Without image roots a file name is looked up under the folder above
+  ``annotations/``, its ``images/``, ``SPLIT/`` for ``instances_SPLIT.json``, then
+  ``annotations/`` itself; with them (``Source.image_roots``, ``--image-root``) under those,
+  in order. It may not lead outside its folder. Crowd annotations and degenerate boxes
+  are left out of the targets and counted (``MixedDataset.reports``).
 - Semantic: a VOC export (``JPEGImages/``, ``SegmentationClass/``, ``labels.txt``) or a shapes
   world split (``images/``, ``semantic/``, classes in ``../world.json``). 255 = ignore.
 """
@@ -15,7 +20,8 @@ source's classes must belong to the class list of the first source, which number
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +29,8 @@ import torch
 from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset
 
-from synthscene.formats.coco import rle_to_mask
-from synthscene.formats.voc import IGNORE_INDEX, load_semantic_png
+from synthscene.codecs import IGNORE_INDEX, load_semantic_png
+from synthscene.formats.coco import CocoError, box_masks, load_coco_json, read_coco
 
 
 class DatasetError(ValueError):
@@ -33,23 +39,45 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Source:
-    """One training source and its sampling weight (``PATH`` or ``PATH:WEIGHT`` on the CLI)."""
+    """One training source and its sampling weight (``PATH`` or ``PATH:WEIGHT`` on the CLI);
+    for a COCO source, the folders its image paths are looked up in, in order (empty: the
+    reader's defaults, ``synthscene.formats.coco.default_image_roots``)."""
 
     path: str
     weight: float = 1.0
+    image_roots: tuple[str, ...] = ()
 
     @classmethod
-    def parse(cls, text: str) -> Source:
+    def parse(cls, text: str, image_roots: tuple[str, ...] = ()) -> Source:
         path, separator, weight = text.rpartition(":")
         if separator:
             try:
                 value = float(weight)
             except ValueError:
-                return cls(text)
+                return cls(text, image_roots=tuple(image_roots))
             if value <= 0:
                 raise DatasetError(f"sampling weight of {path} must be > 0, got {value}")
-            return cls(path, value)
-        return cls(text)
+            return cls(path, value, tuple(image_roots))
+        return cls(text, image_roots=tuple(image_roots))
+
+
+def assign_image_roots(num_sources: int, roots: list[str] | None) -> list[tuple[str, ...]]:
+    """The image roots of each of ``num_sources`` sources from the CLI's ``--image-root``s.
+
+    One source: every root is its root, tried in order. Several: none at all, or exactly
+    one value per source in order; a value may join several folders with ``os.pathsep``
+    (``:``), tried in order, and an empty value keeps that source's defaults.
+    """
+    roots = list(roots or [])
+    if not roots:
+        return [()] * num_sources
+    split = [tuple(part for part in value.split(os.pathsep) if part) for value in roots]
+    if num_sources == 1:
+        return [tuple(root for parts in split for root in parts)]
+    if len(roots) != num_sources:
+        raise DatasetError(f"give one --image-root per --data source ({num_sources}), or none; got {len(roots)} "
+                           f"(join several folders of one source with '{os.pathsep}')")
+    return split
 
 
 def class_mapping(names: list[str], reference: list[str], where: str) -> dict[int, int]:
@@ -64,56 +92,54 @@ def class_mapping(names: list[str], reference: list[str], where: str) -> dict[in
 
 
 class InstanceDataset(Dataset):
-    """(image float [3, H, W] in [0, 1], target dict for torchvision detection models)."""
+    """(image float [3, H, W] in [0, 1], target dict for torchvision detection models).
 
-    def __init__(self, annotation_file: str | Path, reference_classes: list[str] | None = None):
+    Read through ``synthscene.formats.coco.read_coco`` (polygons, crowd and compressed RLE,
+    box-only files, gapped category ids; image paths and sizes checked up front).
+    Targets leave out crowd annotations and the boxes the reader dropped as degenerate
+    (both counted in ``report()``). ``masks`` is in the target when the file has masks;
+    box-only annotations among masked ones get their filled box as the mask.
+    """
+
+    def __init__(self, annotation_file: str | Path, reference_classes: list[str] | None = None,
+                 image_roots=None):
         path = Path(annotation_file)
-        if not path.is_file():
-            raise DatasetError(f"{path} does not exist")
-        data = json.loads(path.read_text())
-        root = path.parent.parent
-        self.class_names = [c["name"] for c in sorted(data["categories"], key=lambda c: c["id"])]
-        category_index = {c["id"]: i + 1 for i, c in enumerate(sorted(data["categories"], key=lambda c: c["id"]))}
+        try:
+            dataset = load_coco_json(path)
+            if isinstance(dataset.get("annotations"), list) and not dataset["annotations"]:
+                raise DatasetError(f"{path} has no annotations: nothing to train a detector on")
+            self.source = read_coco(path, image_roots or None, dataset=dataset)
+        except CocoError as err:
+            raise DatasetError(str(err)) from None
+        self.class_names = list(self.source.class_names)
         mapping = class_mapping(self.class_names, reference_classes or self.class_names, str(path))
-        self.label_of = {cid: mapping[index] for cid, index in category_index.items()}
-        if not data.get("annotations"):
-            raise DatasetError(f"{path} has no annotations: nothing to train a detector on")
-        self.images = sorted(data["images"], key=lambda i: i["id"])
-        self.annotations: dict[int, list[dict]] = {i["id"]: [] for i in self.images}
-        for annotation in data["annotations"]:
-            if annotation.get("iscrowd", 0):
-                continue
-            self.annotations.setdefault(annotation["image_id"], []).append(annotation)
-        self.paths = [_image_path(root, i["file_name"], path) for i in self.images]
+        self.label_of = np.array([mapping[k + 1] for k in range(len(self.class_names))], np.int64)
+        self.images = self.source.images
+        self.paths = self.source.paths
+        self.has_masks = self.source.has_masks
 
     def __len__(self) -> int:
         return len(self.images)
 
+    def report(self) -> dict:
+        """What the source holds and what training leaves out (JSON-ready)."""
+        report = self.source.report()
+        report["crowd_ignored"] = report["crowd"]
+        return report
+
     def __getitem__(self, index: int):
-        info = self.images[index]
-        image = np.array(Image.open(self.paths[index]).convert("RGB"))
-        annotations = self.annotations[info["id"]]
-        masks = np.stack([rle_to_mask(a["segmentation"]) for a in annotations]) if annotations else \
-            np.zeros((0, *image.shape[:2]), bool)
-        boxes = [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in annotations)]
+        image = self.source.load_image(index)
+        instances = self.source.instances(index)
+        instances = instances[~instances.data["iscrowd"]]
         target = {
-            "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-            "labels": torch.tensor([self.label_of[a["category_id"]] for a in annotations], dtype=torch.int64),
-            "masks": torch.from_numpy(masks.astype(np.uint8)),
-            "image_id": info["id"],
+            "boxes": torch.from_numpy(instances.xyxy.astype(np.float32)).reshape(-1, 4),
+            "labels": torch.from_numpy(self.label_of[instances.class_id]),
+            "image_id": self.images[index]["id"],
         }
+        if self.has_masks:
+            masks = instances.masks if instances.masks is not None else box_masks(instances.xyxy, *image.shape[:2])
+            target["masks"] = torch.from_numpy(masks.astype(np.uint8))
         return torch.from_numpy(image).permute(2, 0, 1).float() / 255.0, target
-
-
-def _image_path(root: Path, file_name: str, annotation_file: Path) -> Path:
-    root = root.resolve()
-    for candidate in ((root / file_name).resolve(), (root / "images" / file_name).resolve()):
-        if not candidate.is_relative_to(root):
-            raise DatasetError(f"{annotation_file}: image {file_name!r} lies outside {root}")
-        if candidate.is_file():
-            return candidate
-    raise DatasetError(f"{annotation_file}: image {file_name!r} is missing on disk (looked in {root} and "
-                       f"{root / 'images'})")
 
 
 # ---- semantic -------------------------------------------------------------------------
@@ -123,7 +149,7 @@ class SemanticDataset(Dataset):
     """(image float [3, H, W] in [0, 1], mask int64 [H, W]: 0 background, 1..C, 255 ignore)."""
 
     def __init__(self, folder: str | Path, reference_classes: list[str] | None = None):
-        folder = Path(folder)
+        folder = self.folder = Path(folder)
         if (folder / "SegmentationClass").is_dir():
             images_dir, masks_dir = folder / "JPEGImages", folder / "SegmentationClass"
             labels = folder / "labels.txt"
@@ -154,6 +180,9 @@ class SemanticDataset(Dataset):
     def __len__(self) -> int:
         return len(self.masks)
 
+    def report(self) -> dict:
+        return {"source": str(self.folder), "images": len(self.masks)}
+
     def __getitem__(self, index: int):
         image = np.array(Image.open(self.images[index]).convert("RGB"))
         mask = self.lookup[load_semantic_png(self.masks[index])]
@@ -171,6 +200,7 @@ class MixedDataset:
     dataset: ConcatDataset
     item_weights: torch.Tensor
     class_names: list[str]
+    reports: list[dict] = field(default_factory=list)  # per source: what it holds, what was left out
 
     def draw(self, count: int, generator: torch.Generator) -> list[int]:
         return torch.multinomial(self.item_weights, count, replacement=True, generator=generator).tolist()
@@ -183,9 +213,14 @@ def open_sources(task: str, sources: list[Source]) -> MixedDataset:
     opener = InstanceDataset if task == "detection" else SemanticDataset
     datasets, reference = [], None
     for source in sources:
-        dataset = opener(source.path, reference)
+        if task == "detection":
+            dataset = opener(source.path, reference, list(source.image_roots))
+        elif source.image_roots:
+            raise DatasetError(f"{source.path}: image roots apply to COCO (detection) sources only")
+        else:
+            dataset = opener(source.path, reference)
         reference = reference or dataset.class_names
         datasets.append(dataset)
     weights = torch.cat([torch.full((len(d),), s.weight / len(d), dtype=torch.float64)
                          for d, s in zip(datasets, sources)])
-    return MixedDataset(ConcatDataset(datasets), weights, list(reference))
+    return MixedDataset(ConcatDataset(datasets), weights, list(reference), [d.report() for d in datasets])

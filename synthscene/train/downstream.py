@@ -5,11 +5,15 @@ Each step's batch is drawn from a generator seeded by (seed, step), so a resumed
 draws the same batches as an uninterrupted one. Semantic loss is cross-entropy with 255
 ignored, averaged over labelled pixels; a batch whose masks are all 255 contributes zero
 loss (and is counted in ``train_log.jsonl`` as ``labelled_pixels: 0``).
+
+Detection targets leave out crowd annotations and degenerate boxes; what each source held
+and what was left out is logged once and saved in the run's ``data.json``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Literal
@@ -20,11 +24,13 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm
 
-from synthscene.formats.voc import IGNORE_INDEX
-from synthscene.io import write_json
+from synthscene.codecs import IGNORE_INDEX
+from synthscene.io import make_dir, refuse_nonempty_output, write_json, write_text
 from synthscene.provenance import run_record
-from synthscene.train.data import Source, open_sources
+from synthscene.train.data import DatasetError, Source, open_sources
 from synthscene.train.models import DETECTORS, SEGMENTERS, build_model, load_weights
+
+logger = logging.getLogger(__name__)
 
 
 class DownstreamConfig(BaseModel):
@@ -50,6 +56,8 @@ class DownstreamConfig(BaseModel):
         known = DETECTORS if self.task == "detection" else SEGMENTERS
         if self.model not in known:
             raise ValueError(f"model {self.model!r} is not a {self.task} model; choose one of {', '.join(known)}")
+        if self.task != "detection" and any(s.image_roots for s in self.sources):
+            raise ValueError("image roots apply to COCO (detection) sources only")
         return self
 
 
@@ -57,6 +65,8 @@ def train_downstream(config: DownstreamConfig, out: str | Path, resume: bool = F
     """Train and save ``out/model.safetensors`` (+ ``config.json``, ``classes.json``)."""
     out = Path(out)
     data = open_sources(config.task, list(config.sources))
+    _check_masks(config, data)
+    _log_left_out(data.reports)
     torch.manual_seed(config.seed)
     model = build_model(config.model, len(data.class_names) + 1, config.image_size, 2 * config.image_size)
     if config.init:
@@ -64,6 +74,8 @@ def train_downstream(config: DownstreamConfig, out: str | Path, resume: bool = F
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(parameters, lr=config.learning_rate, momentum=0.9, weight_decay=config.weight_decay)
     start = _prepare(out, config, data.class_names, model, optimizer, resume)
+    if not (out / "data.json").is_file():
+        write_json(out / "data.json", data.reports, indent=2)
     log = open(out / "train_log.jsonl", "a")
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc=f"train {config.model}",
                disable=not progress)
@@ -91,6 +103,30 @@ def train_downstream(config: DownstreamConfig, out: str | Path, resume: bool = F
 
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / "model.safetensors")
     return out
+
+
+def _check_masks(config: DownstreamConfig, data) -> None:
+    """A Mask R-CNN needs masks: refuse box-only COCO sources before anything is written."""
+    if config.task != "detection" or not config.model.startswith("maskrcnn"):
+        return
+    for source, dataset in zip(config.sources, data.dataset.datasets):
+        if not dataset.has_masks:
+            raise DatasetError(f"{source.path} has box-only annotations (no segmentation): {config.model} needs "
+                               "masks; train a fasterrcnn_* model on it")
+
+
+def _log_left_out(reports: list[dict]) -> None:
+    """Say once per source what training leaves out (also saved in the run's data.json)."""
+    for report in reports:
+        parts = [f"{count} annotation(s) for {reason.replace('_', ' ')}" for reason, count in
+                 report.get("dropped", {}).items()]
+        if report.get("crowd_ignored"):
+            parts.append(f"{report['crowd_ignored']} crowd annotation(s)")
+        if parts:
+            logger.warning("%s: training leaves out %s", report["source"], ", ".join(parts))
+        if report.get("mask_from_box"):
+            logger.warning("%s: %d box-only annotation(s) among masked ones train with their box as the mask",
+                           report["source"], report["mask_from_box"])
 
 
 def _learning_rate(config: DownstreamConfig, step: int) -> float:
@@ -132,7 +168,7 @@ def _prepare(out: Path, config: DownstreamConfig, class_names, model, optimizer,
     if resume:
         if not (out / "config.json").is_file():
             raise FileNotFoundError(f"cannot resume: {out}/config.json does not exist")
-        if json.loads((out / "config.json").read_text()) != json.loads(config_json):
+        if DownstreamConfig.model_validate_json((out / "config.json").read_text()) != config:
             raise ValueError(f"cannot resume: the configuration differs from the one {out} was started with")
         checkpoints = sorted((out / "checkpoints").glob("step-*.pt"))
         if not checkpoints:
@@ -142,13 +178,9 @@ def _prepare(out: Path, config: DownstreamConfig, class_names, model, optimizer,
         optimizer.load_state_dict(state["optimizer"])
         _truncate_log(out / "train_log.jsonl", state["step"])
         return int(state["step"])
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"output folder {out} already exists and is not empty (use --resume to continue it)")
-    try:
-        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise PermissionError(f"cannot write to {out}: {err.strerror}") from err
-    (out / "config.json").write_text(config_json)
+    refuse_nonempty_output(out, "use --resume to continue it")
+    make_dir(out / "checkpoints")
+    write_text(out / "config.json", config_json)
     write_json(out / "classes.json", ["background", *class_names])
     write_json(out / "run.json", run_record(json.loads(config_json)), indent=2)
     return 0
@@ -164,7 +196,7 @@ def _save_checkpoint(out: Path, step: int, model, optimizer) -> None:
 def _truncate_log(path: Path, step: int) -> None:
     if path.is_file():
         rows = [line for line in path.read_text().splitlines() if json.loads(line)["step"] < step]
-        path.write_text("".join(r + "\n" for r in rows))
+        write_text(path, "".join(r + "\n" for r in rows))
 
 
 @torch.no_grad()
@@ -186,7 +218,7 @@ def predict_instances(model, dataset, class_names: list[str], categories: list[d
                       score_threshold: float = 0.05) -> list[dict]:
     """COCO results of ``model`` on every image of an ``InstanceDataset``; labels map to the
     ground truth's category ids by name."""
-    from synthscene.formats.coco import mask_to_rle
+    from synthscene.codecs import mask_to_rle
 
     by_name = {c["name"]: c["id"] for c in categories}
     model.eval()
@@ -209,9 +241,26 @@ def predict_instances(model, dataset, class_names: list[str], categories: list[d
     return results
 
 
-def evaluate_trained(run: str | Path, data: str | Path, backend: str = "auto") -> dict:
+def _evaluable_truth(truth: dict) -> dict:
+    """Ground truth both evaluators accept: a missing ``area`` is the box's; an annotation
+    without ``segmentation`` (box-only among masked ones) gets its box as its mask, as in
+    training."""
+    annotations = []
+    for annotation in truth["annotations"]:
+        if "bbox" in annotation and ("area" not in annotation or not annotation.get("segmentation")):
+            x, y, w, h = annotation["bbox"]
+            annotation = {"area": max(0.0, w) * max(0.0, h), **annotation}
+            if not annotation.get("segmentation"):
+                annotation["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+        annotations.append(annotation)
+    return {**truth, "annotations": annotations}
+
+
+def evaluate_trained(run: str | Path, data: str | Path, backend: str = "auto", image_roots=None) -> dict:
     """Scores of a trained run on a held-out source of its task: box (and mask) AP for a
-    detector on a COCO / LVIS file, mIoU (255 ignored) for a segmenter on a semantic folder."""
+    detector on a COCO / LVIS file (any file ``read_coco`` opens; ``image_roots``: its image
+    folders, tried in order), mIoU (255 ignored) for a segmenter on a semantic folder. A
+    Mask R-CNN on a box-only file gets box AP only."""
     from safetensors.torch import load_file
 
     from synthscene.evaluation.detection import evaluate_detections, load_ground_truth
@@ -227,11 +276,14 @@ def evaluate_trained(run: str | Path, data: str | Path, backend: str = "auto") -
     model = build_model(config.model, len(class_names) + 1, config.image_size, 2 * config.image_size)
     model.load_state_dict(load_file(run / "model.safetensors"))
     if config.task == "detection":
-        dataset = InstanceDataset(data, class_names)
+        dataset = InstanceDataset(data, class_names, image_roots)
         truth = load_ground_truth(data)
         detections = predict_instances(model, dataset, class_names, truth["categories"])
-        kinds = ("bbox", "segm") if config.model.startswith("maskrcnn") else ("bbox",)
+        kinds = ("bbox", "segm") if config.model.startswith("maskrcnn") and dataset.has_masks else ("bbox",)
+        truth = _evaluable_truth(truth)
         return {kind: evaluate_detections(truth, detections, kind, backend) for kind in kinds}
+    if image_roots:
+        raise ValueError("image roots apply to COCO (detection) sources only")
     dataset = SemanticDataset(data, class_names)
     confusion = np.zeros((len(class_names) + 1,) * 2, np.int64)
     for index in range(len(dataset)):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -26,7 +25,7 @@ from diffusers import StableDiffusionPipeline
 from diffusers.training_utils import EMAModel
 from tqdm import tqdm
 
-from synthscene.io import write_json
+from synthscene.io import replace_dir, write_json, write_text
 from synthscene.models.configs import ARCHITECTURES, build_components, sampling_scheduler, training_scheduler
 from synthscene.models.load import check_device, load_pipeline
 from synthscene.provenance import run_record
@@ -184,9 +183,7 @@ def train_generator(config: GeneratorTrainingConfig, resume: bool = False) -> Pa
     tmp = out / ".model.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp, safe_serialization=True)
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
-    os.replace(tmp, model_dir)
+    replace_dir(tmp, model_dir)
     return model_dir
 
 
@@ -258,9 +255,7 @@ def _save_checkpoint(out: Path, components: dict, optimizer, ema, state: dict) -
     torch.save({"optimizer": optimizer.state_dict(), "ema": ema.state_dict() if ema else None},
                tmp / "trainer_state.pt")
     (tmp / "state.json").write_text(json.dumps(state))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    replace_dir(tmp, final)
 
 
 def _load_components(checkpoint: Path) -> dict:
@@ -280,4 +275,4 @@ def _truncate_log(log_path: Path, last_step: int) -> None:
     if not log_path.is_file():
         return
     rows = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= last_step]
-    log_path.write_text("".join(row + "\n" for row in rows))
+    write_text(log_path, "".join(row + "\n" for row in rows))

@@ -16,8 +16,8 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
+from synthscene.codecs import save_semantic_png
 from synthscene.formats.coco import instances_to_annotations, new_coco
-from synthscene.formats.voc import save_semantic_png
 from synthscene.io import atomic_output_dir, write_json, write_jsonl
 from synthscene.world.classes import CLASS_NAMES, CLASSES
 from synthscene.world.render import render_scene

@@ -62,9 +62,8 @@ def render_scene(seed: int, index: int, size: int = 32) -> Sample:
     semantic = np.zeros((size, size), np.uint8)
     for mask, class_id in zip(visible, class_ids):
         semantic[mask] = class_id + 1
-    return Sample(image=image, instances=instances, semantic=semantic,
-                  caption=make_caption(rng, class_ids), seed=seed,
-                  meta={"index": index})
+    return Sample(index=index, seed=seed, caption=make_caption(rng, class_ids), image=image,
+                  instances=instances, semantic=semantic, class_ids=tuple(sorted(set(class_ids))))
 
 
 def make_caption(rng: np.random.Generator, class_ids: list[int]) -> str:

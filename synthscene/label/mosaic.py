@@ -1,0 +1,106 @@
+"""MosaicFusion's labels as pure functions: per-region objectness -> instances.
+
+Each region's objectness (its prompt's cross-attention from the class word on, finest
+resolution, later steps) is thresholded by Otsu, cut by GrabCut against the image and
+split into connected components within the area bounds. Every pixel belongs to the
+region whose weight is largest there, so instances never overlap in the bands between
+regions. What each filter removed is counted.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch.nn.functional as F
+
+from synthscene.codecs import IGNORE_INDEX
+from synthscene.label.attention_maps import objectness_map
+from synthscene.label.instances import Labels
+from synthscene.label.refine import grabcut_foreground
+from synthscene.records import Instances
+
+
+def region_objectness(cross: dict, first_token: int, layout) -> np.ndarray:
+    """float [H, W] in [0, 1] on a region's window at image resolution, from its captured
+    maps ``cross`` {(h, w): [T, h, w]} and the prompt's first class token."""
+    finest = max(cross)
+    objectness = objectness_map({finest: cross[finest]}, first_token)
+    size = (layout.window[0] * layout.vae_factor, layout.window[1] * layout.vae_factor)
+    objectness = F.interpolate(objectness[None, None], size=size, mode="bicubic", align_corners=False)[0, 0]
+    return objectness.clamp(0, 1).numpy()
+
+
+def region_instances(image: np.ndarray, objectness: list[np.ndarray], layout, params,
+                     dropped: dict[str, int] | None = None) -> list[list[tuple[np.ndarray, float]]]:
+    """For each region, its instances: (bool mask at image resolution, score = mean
+    objectness). A region's instances are the connected components of its refined
+    foreground within the area bounds; ``strict`` (MosaicFusion) accepts a region only
+    when that is exactly one component, otherwise a region may give several (the model
+    drew more than one object of its class) and gives none when no component fits.
+    ``dropped`` (updated in place) counts components too small / too large and regions
+    refused by ``strict``."""
+    dropped = {} if dropped is None else dropped
+    for key in ("small", "large", "strict_regions"):
+        dropped.setdefault(key, 0)
+    factor = layout.vae_factor
+    owners = layout.owners()
+    regions = []
+    for k, ((y0, y1, x0, x1), (wy, wx)) in enumerate(zip(layout.cells, layout.windows)):
+        # the cell, in window and in canvas coordinates (image pixels)
+        cy0, cy1, cx0, cx1 = (v * factor for v in (y0, y1, x0, x1))
+        oy, ox = wy * factor, wx * factor
+        cell = objectness[k][cy0 - oy : cy1 - oy, cx0 - ox : cx1 - ox]
+        threshold, _ = cv2.threshold((cell * 255).astype(np.uint8), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        threshold = threshold / 255.0
+        foreground = grabcut_foreground(image[cy0:cy1, cx0:cx1], cell, threshold, min(0.4, threshold),
+                                        max(0.95, threshold), params.grabcut_iterations)
+        foreground &= owners[cy0:cy1, cx0:cx1] == k
+        count, components = cv2.connectedComponents(foreground.astype(np.uint8), connectivity=8)
+        low, high = params.area_range
+        areas = [(components == c).sum() for c in range(1, count)]
+        dropped["small"] += int(sum(a < low * cell.size for a in areas))
+        dropped["large"] += int(sum(a > high * cell.size for a in areas))
+        valid = [c for c, a in zip(range(1, count), areas) if low * cell.size <= a <= high * cell.size]
+        if params.strict and len(valid) != 1:
+            dropped["strict_regions"] += 1
+            valid = []
+        instances = []
+        for c in valid:
+            full = np.zeros(image.shape[:2], bool)
+            full[cy0:cy1, cx0:cx1] = components == c
+            instances.append((full, float(cell[components == c].mean())))
+        regions.append(instances)
+    return regions
+
+
+def mosaic_labels(image: np.ndarray, objectness: list[np.ndarray], layout, class_ids, params,
+                  sam=None) -> tuple[Labels | None, list[bool]]:
+    """(labels, which regions gave an instance) of one mosaic; labels are None when
+    ``strict`` drops the image. ``sam``: an optional ``SamRefiner`` whose box-prompted
+    masks replace the instances' (within their region)."""
+    dropped: dict[str, int] = {}
+    regions = region_instances(image, objectness, layout, params, dropped)
+    kept = [bool(instances) for instances in regions]
+    if params.strict and not all(kept):
+        return None, kept
+    owners = layout.owners()
+    if sam is not None:
+        for k, instances in enumerate(regions):
+            if instances:
+                refined = sam(image, np.stack([m for m, _ in instances])) & (owners == k)
+                regions[k] = [(r if r.any() else m, score) for r, (m, score) in zip(refined, instances)]
+    semantic = np.zeros(image.shape[:2], np.uint8)
+    masks, classes, scores = [], [], []
+    for k, instances in enumerate(regions):
+        if not instances:
+            semantic[owners == k] = IGNORE_INDEX  # unknown: this region gave no clean instance
+        for mask, score in instances:
+            semantic[mask] = class_ids[k] + 1
+            masks.append(mask)
+            classes.append(class_ids[k])
+            scores.append(score)
+    instances = Instances.from_masks(np.stack(masks), classes, scores) if masks else Instances.empty(*semantic.shape)
+    return Labels(semantic, instances, dropped), kept
+
+
+

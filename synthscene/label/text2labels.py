@@ -1,0 +1,102 @@
+"""The text -> labels recipes as pure functions: captured maps + image -> ``Labels``.
+
+``faithful`` is Dataset Diffusion's; ``ours`` is described in
+``synthscene.methods.text2labels``. Both take one sample's captured attention (already
+sliced out of its batch) and return the semantic mask, the instances and what each
+filter dropped.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from synthscene.codecs import IGNORE_INDEX
+from synthscene.label.attention_maps import (
+    class_maps,
+    min_max_per_class,
+    objectness_map,
+    refine_with_self_attention,
+    semantic_from_scores,
+    upsample_scores,
+)
+from synthscene.label.classify import assign_segments
+from synthscene.label.instances import Labels, instances_from_semantic
+from synthscene.label.refine import blend_alpha, colour_segments, grabcut_foreground
+
+
+def faithful_labels(image: np.ndarray, cross: dict, token_groups: list[list[int]],
+                    self_attention: torch.Tensor | None, class_ids, params, num_classes: int) -> Labels:
+    """Dataset Diffusion: per-class maps from the class prompt's tokens (``token_groups``,
+    one list per named class in prompt order), self-attention refinement, min-max, the
+    foreground / background thresholds with 255 between."""
+    scores = label_scores(cross, token_groups, self_attention, params)
+    scores = upsample_scores(scores, image.shape[:2])
+    semantic = semantic_for_classes(scores, class_ids, params)
+    full_scores = np.zeros((num_classes, *image.shape[:2]), np.float32)
+    full_scores[list(class_ids)] = scores.numpy()
+    instances, dropped = instances_from_semantic(semantic, full_scores, params.min_instance_area, num_classes)
+    return Labels(semantic, instances, {"small": dropped})
+
+
+def ours_labels(image: np.ndarray, cross: dict, first_token: int, self_attention: torch.Tensor | None,
+                class_errors: torch.Tensor | None, class_ids, params, num_classes: int) -> Labels:
+    """Our recipe: objectness from the prompt's tokens from ``first_token`` on, spread along
+    the self-attention, cut by GrabCut and a colour matte, split into colour segments,
+    each segment classified by the denoising errors ``class_errors`` [K, h, w] (None: one
+    named class). Instances keep every object pixel; the semantic mask abstains (255) on
+    near-even edge blends."""
+    size = image.shape[:2]
+    spread = self_attention is not None and params.objectness_self_attention_power > 0
+    side = round(self_attention.shape[-1] ** 0.5) if spread else None
+    objectness = objectness_map(cross, first_token, (side, side) if spread else None)
+    if spread:
+        objectness = min_max_per_class(refine_with_self_attention(
+            objectness[None], self_attention, params.objectness_self_attention_power))[0]
+    objectness = upsample_scores(objectness[None], size)[0].numpy()
+    foreground = grabcut_foreground(image, objectness, params.objectness_threshold, params.grabcut_background_below,
+                                    params.grabcut_foreground_above, params.grabcut_iterations,
+                                    params.grabcut_min_side)
+    alpha = (blend_alpha(image, foreground, params.matting_colours) if params.matting_colours > 0
+             else foreground.astype(np.float32))
+    foreground = alpha >= 0.5
+    segments = colour_segments(image, foreground, params.colour_split_distance)
+    errors = None
+    if class_errors is not None:
+        errors = torch.nn.functional.interpolate(class_errors[None], size=size, mode="bilinear",
+                                                 align_corners=False)[0].numpy()
+    lookup = np.zeros(segments.max() + 1, np.uint8)
+    for segment, best in assign_segments(segments, errors, image, params.colour_group_distance).items():
+        lookup[segment] = class_ids[best] + 1
+    decided = lookup[segments]
+    # an instance's score: its mean objectness
+    scores = np.repeat(objectness[None].astype(np.float32), num_classes, axis=0)
+    instances, dropped = instances_from_semantic(decided, scores, params.min_instance_area, num_classes)
+    semantic = decided
+    if params.uncertain_blend is not None:
+        low, high = params.uncertain_blend
+        semantic = np.where((alpha >= low) & (alpha < high), np.uint8(IGNORE_INDEX), decided)
+    return Labels(semantic, instances, {"small": dropped})
+
+
+def label_scores(cross: dict, groups: list[list[int]], self_attention: torch.Tensor | None,
+                 params) -> torch.Tensor:
+    """float [K, h, w] scores in [0, 1] for the K classes named in one prompt."""
+    grid = max(cross)
+    if self_attention is not None:
+        side = round(self_attention.shape[-1] ** 0.5)
+        grid = (side, side)
+    maps = class_maps(cross, groups, grid)
+    if self_attention is not None and params.self_attention_power > 0:
+        maps = refine_with_self_attention(maps, self_attention, params.self_attention_power)
+    return min_max_per_class(maps)
+
+
+def semantic_for_classes(scores: torch.Tensor, class_ids, params) -> np.ndarray:
+    """Semantic mask in the dataset's class numbering (0 background, class id + 1) from the
+    scores [K, H, W] of the K classes a prompt names, in prompt order."""
+    local = semantic_from_scores(scores, params.foreground, params.background)
+    lookup = np.zeros(256, np.uint8)
+    lookup[1 : len(class_ids) + 1] = [c + 1 for c in class_ids]
+    lookup[IGNORE_INDEX] = IGNORE_INDEX
+    return lookup[local]

@@ -1,0 +1,130 @@
+"""What a pipeline is, read from its config files alone: no torch, no weights.
+
+Planning and checking a run (prompt lengths, canvas geometry, recipe fit) happen before
+anything is written and, on a cluster, on a driver that may have no GPU; they need the
+model's configs and tokenizer, never its weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+EMBEDDED_MODEL_NAME = "embedded"
+EMBEDDED_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "shapes_model"
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """No pipeline could be found; the message lists what was tried."""
+
+
+def resolve_model(model: str) -> tuple[str, bool]:
+    """(path or hub id, is_local) for a ``--model`` value."""
+    if model == EMBEDDED_MODEL_NAME:
+        return str(EMBEDDED_MODEL_DIR), True
+    path = Path(model).expanduser()
+    if path.exists():
+        return str(path), True
+    return model, False
+
+
+def looks_like_hub_id(model: str) -> bool:
+    return model.count("/") == 1 and not model.startswith((".", "/", "~"))
+
+
+@lru_cache(maxsize=8)
+def model_folder(model: str) -> Path:
+    """The local folder of a pipeline: the embedded model, a ``save_pretrained`` folder, or
+    the hub cache's snapshot of a hub id's configs and tokenizers (no weights fetched)."""
+    source, is_local = resolve_model(model)
+    if is_local:
+        if not (Path(source) / "model_index.json").is_file():
+            raise ModelNotFoundError(f"model {model!r}: tried local folder {source}, which has no model_index.json "
+                                     "(expected a folder written by save_pretrained)")
+        return Path(source)
+    if not looks_like_hub_id(model):
+        raise ModelNotFoundError(f"model {model!r}: tried local folder {Path(model).resolve()} (does not exist); "
+                                 "it is not a hub id of the form owner/name either")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(model, allow_patterns=["*.json", "*.txt", "tokenizer*/*"]))
+    except Exception as err:  # offline, unknown repo, gated...
+        raise ModelNotFoundError(f"model {model!r}: no local folder of that name ({Path(model).resolve()}), "
+                                 f"and reading its configs from the hub failed: {err}") from err
+
+
+def read_config(model: str, component: str) -> dict:
+    """``component/config.json`` (or ``scheduler_config.json``) of a pipeline."""
+    folder = model_folder(model) / component
+    for name in ("config.json", "scheduler_config.json"):
+        if (folder / name).is_file():
+            return json.loads((folder / name).read_text())
+    raise ModelNotFoundError(f"model {model!r} has no {component}/config.json")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The facts about a pipeline that planning and checks need."""
+
+    pipeline_class: str
+    vae_factor: int  # image pixels per latent pixel
+    latent_size: int  # the denoiser's native latent side
+    unet_levels: int  # the UNet's resolutions (latent sides must divide by 2 ** (levels - 1))
+    extra_conditioning: bool  # SDXL-style added text / time embeddings
+    train_timesteps: int
+
+
+@lru_cache(maxsize=8)
+def model_info(model: str) -> ModelInfo:
+    index = json.loads((model_folder(model) / "model_index.json").read_text())
+    unet, vae, scheduler = (read_config(model, c) for c in ("unet", "vae", "scheduler"))
+    return ModelInfo(
+        pipeline_class=index.get("_class_name", ""),
+        vae_factor=2 ** (len(vae["block_out_channels"]) - 1),
+        latent_size=int(unet["sample_size"]),
+        unet_levels=len(unet["block_out_channels"]),
+        extra_conditioning=unet.get("addition_embed_type") is not None,
+        train_timesteps=int(scheduler.get("num_train_timesteps", 1000)),
+    )
+
+
+@lru_cache(maxsize=8)
+def load_tokenizer(model: str):
+    """The pipeline's (first) tokenizer, as the pipeline itself would load it."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_folder(model) / "tokenizer", local_files_only=True)
+
+
+def model_fingerprint(model: str) -> dict:
+    """What identifies the model a dataset was made with, from its files: name, pipeline
+    class and a hash of the denoiser's weights file (its header and first 16 MiB, and
+    its size: cheap for multi-GB files, different for any retrained model)."""
+    folder = model_folder(model)
+    info = model_info(model)
+    digest = hashlib.sha256()
+    weights = sorted((folder / "unet").glob("*.safetensors")) if (folder / "unet").is_dir() else []
+    for path in weights:
+        digest.update(path.name.encode())
+        digest.update(str(path.stat().st_size).encode())
+        with open(path, "rb") as f:
+            digest.update(f.read(16 << 20))
+    return {"name_or_path": model if model == EMBEDDED_MODEL_NAME else str(resolve_model(model)[0]),
+            "class": info.pipeline_class,
+            "unet_sha256_prefix": digest.hexdigest()[:16] if weights else None}
+
+
+def pipeline_info(pipe) -> ModelInfo:
+    """``ModelInfo`` of a pipeline already in memory (benchmarks and tests that build one)."""
+    return ModelInfo(
+        pipeline_class=type(pipe).__name__,
+        vae_factor=2 ** (len(pipe.vae.config.block_out_channels) - 1),
+        latent_size=int(pipe.unet.config.sample_size),
+        unet_levels=len(pipe.unet.config.block_out_channels),
+        extra_conditioning=pipe.unet.config.addition_embed_type is not None,
+        train_timesteps=int(pipe.scheduler.config.num_train_timesteps),
+    )

@@ -1,0 +1,20 @@
+"""Small helpers shared by the tests."""
+
+import hashlib
+from pathlib import Path
+
+from synthscene.engine import Execution, run_spec
+
+
+def make_run(spec, out, resume: bool = False, device: str = "cpu", progress: bool = False, **execution) -> Path:
+    """Run ``spec`` into ``out`` on the local backend (or as ``execution`` says), quietly."""
+    return run_spec(spec, out, resume=resume, execution=Execution(device=device, **execution), progress=False).out
+
+
+def shard_digest(root: Path) -> str:
+    """One hash over every file of a run's shards (paths and bytes)."""
+    digest = hashlib.sha256()
+    for path in sorted((Path(root) / "shards").rglob("*")):
+        if path.is_file():
+            digest.update(str(path.relative_to(root)).encode() + path.read_bytes())
+    return digest.hexdigest()

@@ -1,0 +1,47 @@
+"""MosaicFusion's labels as pure functions: instances per region and what each filter dropped."""
+
+import numpy as np
+
+from synthscene.label.mosaic import mosaic_labels, region_instances
+from synthscene.methods.mosaic import MosaicLayout
+from synthscene.spec import MosaicSpec
+
+
+def _scene():
+    """Two 16x16 regions side by side; region 0 holds a big square and a speck over uneven low
+    attention, region 1 attends to nothing (flat zero: its whole cell passes Otsu and is too large)."""
+    layout = MosaicLayout(canvas=(16, 32), cells=((0, 16, 0, 16), (0, 16, 16, 32)), windows=((0, 0), (0, 16)),
+                          window=(16, 16), vae_factor=1)
+    image = np.full((16, 32, 3), 30, np.uint8)
+    image[3:11, 3:11] = (220, 40, 40)
+    image[14, 14] = (220, 40, 40)
+    rng = np.random.default_rng(0)  # low, uneven background attention; Otsu splits it from the objects
+    objectness = [rng.uniform(0.0, 0.2, (16, 16)).astype(np.float32), np.zeros((16, 16), np.float32)]
+    objectness[0][3:11, 3:11] = 1.0
+    objectness[0][14, 14] = 1.0
+    return layout, image, objectness
+
+
+def test_regions_give_instances_and_count_what_they_drop():
+    layout, image, objectness = _scene()
+    params = MosaicSpec(area_range=(0.02, 0.95), grabcut_iterations=0)
+    dropped = {}
+    regions = region_instances(image, objectness, layout, params, dropped)
+    (square, score), = regions[0]
+    assert square[3:11, 3:11].all() and 64 <= square.sum() <= 66 and score > 0.9
+    assert regions[1] == [] and dropped["large"] == 1  # region 1: one component, its whole cell
+    assert dropped["small"] >= 1 and dropped["strict_regions"] == 0  # the speck (and stray noise pixels)
+    labels, kept = mosaic_labels(image, objectness, layout, (4, 1), params)
+    assert kept == [True, False]
+    assert labels.instances.class_id.tolist() == [4] and labels.dropped == dropped
+    assert (labels.semantic[3:11, 3:11] == 5).all() and (labels.semantic[:, 16:] == 255).all()
+
+
+def test_strict_mode_drops_the_image_and_counts_the_region():
+    layout, image, objectness = _scene()
+    labels, kept = mosaic_labels(image, objectness, layout, (4, 1),
+                                 MosaicSpec(area_range=(0.02, 0.95), grabcut_iterations=0, strict=True))
+    assert labels is None and kept == [True, False]
+    dropped = {}
+    region_instances(image, objectness, layout, MosaicSpec(strict=True, grabcut_iterations=0), dropped)
+    assert dropped["strict_regions"] == 1
