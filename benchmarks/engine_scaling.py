@@ -1,13 +1,14 @@
 """How the run engine scales: the same spec on the local loop and on Ray Data actors.
 
-    .venv/bin/python benchmarks/engine_scaling.py [--samples 64] [--shard-size 4] [--repeats 2]
+    .venv/bin/python benchmarks/engine_scaling.py [--samples 64] [--shard-size 4] [--repeats 3]
 
 The example text2labels spec on the embedded model (``--samples`` samples in shards of
 ``--shard-size``), made three ways, each as the command a user runs (``synthscene generate
 --spec ... --threads 1``, a fresh process): the local loop, Ray with 1 actor, Ray with 2
-actors, 1 compute thread each; each figure is the fastest of ``--repeats`` rounds (this
-machine's noise is several per cent). The local Ray cluster (``num_cpus=2``) is started once
-before timing, as a user's cluster would already be up, and the Ray commands join it
+actors, 1 compute thread each; each figure is the fastest of ``--repeats`` rounds, each round
+starting with another configuration (this machine's noise is 10-15 %). The local Ray cluster
+(``num_cpus=2``) is started once before timing, as a user's cluster would already be up, and
+the Ray commands join it
 (``--ray-address``); every timing includes the imports and model loading of a fresh process
 (for Ray: of each actor) and writing shards.
 ``ray_overhead`` = Ray 1 actor / local (goal <= 1.10); ``speedup_2_workers`` = Ray
@@ -46,7 +47,7 @@ def main() -> None:
     parser.add_argument("--spec", default="examples/shapes-text2labels.yaml")
     parser.add_argument("--samples", type=int, default=64)
     parser.add_argument("--shard-size", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     import ray
 
@@ -61,7 +62,11 @@ def main() -> None:
         spec_file = Path(tmp) / "spec.yaml"
         spec_file.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
         for round_ in range(args.repeats):
-            for name, options in runs.items():
+            # each round starts with another configuration, so none always runs on a machine
+            # the previous one left warm (or busy)
+            order = list(runs)[round_ % len(runs):] + list(runs)[:round_ % len(runs)]
+            for name in order:
+                options = runs[name]
                 out = Path(tmp) / f"{name}-{round_}"
                 command = [sys.executable, "-m", "synthscene.cli", "generate", "--spec", str(spec_file), "--out",
                            str(out), "--threads", "1", *options]

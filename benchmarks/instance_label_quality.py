@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 
-import cv2
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
@@ -23,7 +22,8 @@ from tqdm import tqdm
 from synthscene.codecs import mask_to_rle
 from synthscene.evaluation.detection import evaluate_detections
 from synthscene.train.data import InstanceDataset
-from synthscene.world import CLASS_NAMES, oracle_semantic
+from synthscene.world import CLASS_NAMES
+from synthscene.world.oracle import oracle_instances
 
 MIN_AREA = 4
 
@@ -33,19 +33,14 @@ def oracle_ground_truth(dataset: InstanceDataset, categories: list[dict]) -> dic
     category_of = {c["name"]: c["id"] for c in categories}
     annotations = []
     for info, path in tqdm(list(zip(dataset.images, dataset.paths)), desc="oracle instances"):
-        semantic = oracle_semantic(np.array(Image.open(path).convert("RGB")))
-        for class_index, name in enumerate(CLASS_NAMES):
-            count, components = cv2.connectedComponents((semantic == class_index + 1).astype(np.uint8), connectivity=8)
-            for component in range(1, count):
-                mask = components == component
-                if mask.sum() < MIN_AREA:
-                    continue
-                ys, xs = np.nonzero(mask)
-                annotations.append({
-                    "id": len(annotations) + 1, "image_id": info["id"], "category_id": category_of[name],
-                    "segmentation": mask_to_rle(mask), "area": int(mask.sum()), "iscrowd": 0,
-                    "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)],
-                })
+        instances = oracle_instances(np.array(Image.open(path).convert("RGB")), MIN_AREA)
+        for mask, class_index in zip(instances.masks, instances.class_id.tolist()):
+            ys, xs = np.nonzero(mask)
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": info["id"], "category_id": category_of[CLASS_NAMES[class_index]],
+                "segmentation": mask_to_rle(mask), "area": int(mask.sum()), "iscrowd": 0,
+                "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)],
+            })
     return {"images": dataset.images, "categories": categories, "annotations": annotations}
 
 

@@ -55,6 +55,11 @@ def train_generator_command(
     architecture: Annotated[str, typer.Option(help="From-scratch architecture: shapes or tiny.")] = "shapes",
     init: Annotated[str | None, typer.Option(help="Fine-tune this pipeline (hub id or folder) instead.")] = None,
     image_root: Annotated[str | None, typer.Option(help="Root of relative image paths (COCO captions).")] = None,
+    classes_from_annotations: Annotated[bool, typer.Option(
+        help="--data is a COCO instances file: train on square crops around its boxes, captioned "
+             "'a photograph of A and B' by the classes in each crop.")] = False,
+    classes: Annotated[str | None, typer.Option(help="With --classes-from-annotations: crop only around these "
+                                                     "classes, comma-separated (e.g. the base classes).")] = None,
     steps: Annotated[int, typer.Option(help="Denoiser training steps.")] = 1000,
     vae_steps: Annotated[int, typer.Option(help="VAE steps (from scratch only).")] = 400,
     batch_size: int = 32,
@@ -72,7 +77,9 @@ def train_generator_command(
     from synthscene.train.generator import GeneratorTrainingConfig, train_generator
 
     config = GeneratorTrainingConfig(
-        data=data, out=str(out), architecture=architecture, init=init, image_root=image_root, steps=steps,
+        data=data, out=str(out), architecture=architecture, init=init, image_root=image_root,
+        classes_from_annotations=classes_from_annotations, classes=tuple(_names(classes)) if classes else None,
+        steps=steps,
         vae_steps=vae_steps, batch_size=batch_size, learning_rate=learning_rate,
         caption_dropout=caption_dropout, snr_gamma=snr_gamma or None, ema=ema, checkpoint_every=checkpoint_every,
         max_minutes=max_minutes, seed=seed, device=device,
@@ -182,18 +189,71 @@ def train(
     typer.echo(f"saved {out}/model.safetensors")
 
 
+@app.command("train-grounding")
+@_friendly_errors
+def train_grounding_command(
+    teacher: Annotated[str, typer.Option(help="A 'synthscene train --task detection' run that knows the base classes.")],
+    base: Annotated[str, typer.Option(help="Base classes, comma-separated (the teacher knows them).")],
+    out: Annotated[Path, typer.Option(help="Run folder (must not exist or be empty, unless --resume).")],
+    novel: Annotated[str, typer.Option(help="Novel classes, comma-separated (the teacher never saw them).")] = "",
+    model: Annotated[str, typer.Option(help="The generator: 'embedded', a pipeline folder or a hub id.")] = "embedded",
+    config: Annotated[Path | None, typer.Option(help="YAML with further settings (see GroundingTrainConfig); "
+                                                      "the options above override it.")] = None,
+    images_per_base_class: Annotated[int | None, typer.Option(help="Generated images per base class.")] = None,
+    images_per_novel_class: Annotated[int | None, typer.Option(help="Generated images per novel class.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Head training steps.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per training step.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Run seed (prompts, images, batches).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out where it stopped.")] = False,
+    images_from: Annotated[Path | None, typer.Option(help="Start from the images of this earlier run (same "
+                                                          "generation settings): retrain without generating.")] = None,
+    device: Annotated[str, typer.Option(help="Torch device, e.g. cuda.")] = "cpu",
+):
+    """Train a grounding head (InstaGen): boxes for base and novel classes from the generator's features."""
+    import yaml
+
+    from synthscene.grounding.train import GroundingTrainConfig, train_grounding
+
+    values = {}
+    if config is not None:
+        if not config.is_file():
+            raise FileNotFoundError(f"config file {config} does not exist")
+        values = yaml.safe_load(config.read_text()) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{config}: expected a mapping of settings")
+    values.update({"teacher": teacher, "model": model, "base_classes": _names(base), "novel_classes": _names(novel)})
+    given = {"images_per_base_class": images_per_base_class, "images_per_novel_class": images_per_novel_class,
+             "steps": steps, "batch_size": batch_size, "seed": seed}
+    values.update({k: v for k, v in given.items() if v is not None})
+    run = train_grounding(GroundingTrainConfig.model_validate(values), out, resume=resume, device=device,
+                          images_from=images_from)
+    typer.echo(f"saved {run}/head.safetensors")
+
+
+def _names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
 @app.command()
 @_friendly_errors
 def experiment(
     out: Annotated[Path, typer.Option(help="Output folder (must not exist or be empty).")],
-    profile: Annotated[str, typer.Option(help="quick (this CPU, < 1 hour), full (GPU) or smoke (seconds).")] = "quick",
+    profile: Annotated[str, typer.Option(help="Data-sparse: quick (this CPU, < 1 hour), full (GPU) or smoke "
+                                              "(seconds). Open-vocabulary: open-vocab or open-vocab-smoke.")] = "quick",
     synthetic: Annotated[list[str] | None, typer.Option(help="Use these generate --spec runs instead of making new "
                                                               "ones; repeat for several.")] = None,
 ):
-    """The data-sparse experiment on the shapes world: real fractions x {real, synthetic, both}."""
+    """The shapes-world experiments: data-sparse (real fractions x {real, synthetic, both}) or
+    open-vocabulary (novel classes from grounding-labelled synthetic data)."""
     from synthscene.experiment import run_experiment
+    from synthscene.experiment_open_vocab import OPEN_VOCAB_PROFILES, run_open_vocab
 
-    run_experiment(profile, out, synthetic)
+    if profile in OPEN_VOCAB_PROFILES:
+        if synthetic:
+            raise ValueError("--synthetic applies to the data-sparse profiles; open-vocab makes its own set")
+        run_open_vocab(profile, out)
+    else:
+        run_experiment(profile, out, synthetic)
     typer.echo(f"wrote {out}/results.json, results.md and results.png")
 
 

@@ -48,3 +48,9 @@ def sample_generator(seed: int, device="cpu"):
 def shard_ranges(count: int, shard_size: int) -> list[range]:
     """Task positions of each shard: ``shard_size`` consecutive tasks each, the last shorter."""
     return [range(start, min(start + shard_size, count)) for start in range(0, count, shard_size)]
+
+
+def list_objects(words: list[str]) -> str:
+    """A prompt's object phrase: ["ball", "leaf", "egg"] -> "a ball, a leaf and an egg"."""
+    phrases = [("an " if w[0].lower() in "aeiou" else "a ") + w for w in words]
+    return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]

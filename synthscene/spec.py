@@ -200,14 +200,12 @@ class _DatasetBase(_Strict):
         return [c.name for c in self.classes]
 
 
-class Text2LabelsDatasetSpec(_DatasetBase):
-    """Text -> image + labels (``synthscene.methods.text2labels``)."""
+class _PromptedBase(_DatasetBase):
+    """Methods whose samples come from one prompt naming some of the classes."""
 
-    method: Literal["text2labels"] = "text2labels"
     objects_per_prompt: tuple[int, int] = (1, 2)
     # "{objects}" becomes e.g. "a ball and two leaves"
     prompt_templates: tuple[str, ...] = ("a photo of {objects}",)
-    text2labels: Text2LabelsSpec = Text2LabelsSpec()
 
     @model_validator(mode="after")
     def _prompts_valid(self):
@@ -218,6 +216,49 @@ class Text2LabelsDatasetSpec(_DatasetBase):
         for template in self.prompt_templates:
             if "{objects}" not in template:
                 raise ValueError(f"prompt template {template!r} has no {{objects}} placeholder")
+        return self
+
+
+class Text2LabelsDatasetSpec(_PromptedBase):
+    """Text -> image + labels (``synthscene.methods.text2labels``)."""
+
+    method: Literal["text2labels"] = "text2labels"
+    text2labels: Text2LabelsSpec = Text2LabelsSpec()
+
+
+class GroundingSpec(_Strict):
+    """Boxes from a trained grounding head (``synthscene train-grounding``; see
+    ``synthscene.methods.grounding``)."""
+
+    head: str  # a train-grounding run folder (head.safetensors, head.json)
+    # the classes the head's teacher never saw, for the card and base / novel scores
+    novel_classes: tuple[str, ...] = ()
+    score_threshold: float = Field(0.4, ge=0.0, le=1.0)
+    nms_iou: float = Field(0.5, gt=0.0, le=1.0)  # per class
+    max_instances: int = Field(20, ge=1)
+    # optional masks inside each box: GrabCut against the image, or SAM prompted by the box
+    masks: Literal["none", "grabcut", "sam"] = "none"
+    sam_model: str | None = None
+    grabcut_iterations: int = Field(3, ge=1, le=20)
+
+    @model_validator(mode="after")
+    def _sam_named(self):
+        if (self.masks == "sam") != (self.sam_model is not None):
+            raise ValueError("masks: sam needs sam_model (a hub id or folder), and sam_model needs masks: sam")
+        return self
+
+
+class GroundingDatasetSpec(_PromptedBase):
+    """Text -> image + boxes from a grounding head (``synthscene.methods.grounding``)."""
+
+    method: Literal["grounding"]
+    grounding: GroundingSpec
+
+    @model_validator(mode="after")
+    def _novel_known(self):
+        missing = [name for name in self.grounding.novel_classes if name not in self.class_names]
+        if missing:
+            raise ValueError(f"novel classes not in the taxonomy (classes): {', '.join(missing)}")
         return self
 
 
@@ -236,12 +277,13 @@ class MosaicDatasetSpec(_DatasetBase):
 
 
 # One pydantic model per method, chosen by ``method``.
-DatasetSpec = Annotated[Text2LabelsDatasetSpec | MosaicDatasetSpec, Field(discriminator="method")]
+DatasetSpec = Annotated[Text2LabelsDatasetSpec | MosaicDatasetSpec | GroundingDatasetSpec,
+                       Field(discriminator="method")]
 _ADAPTER = TypeAdapter(DatasetSpec)
-METHOD_SECTIONS = {"text2labels": "text2labels", "mosaic": "mosaic"}  # each method's own section
+METHOD_SECTIONS = {"text2labels": "text2labels", "mosaic": "mosaic", "grounding": "grounding"}  # each method's own section
 
 
-def validate_spec(data: dict, where: str = "spec") -> Text2LabelsDatasetSpec | MosaicDatasetSpec:
+def validate_spec(data: dict, where: str = "spec") -> DatasetSpec:
     """A spec from a mapping (``method`` defaults to text2labels); every problem is reported
     in one ``SpecError`` with its field path."""
     if not isinstance(data, dict):
@@ -263,7 +305,7 @@ def validate_spec(data: dict, where: str = "spec") -> Text2LabelsDatasetSpec | M
         raise SpecError(f"{where}: {problems}") from None
 
 
-def load_spec(path: str | Path) -> Text2LabelsDatasetSpec | MosaicDatasetSpec:
+def load_spec(path: str | Path) -> DatasetSpec:
     """Read and validate a YAML spec; every problem is reported with its field path."""
     path = Path(path)
     if not path.is_file():

@@ -1,6 +1,9 @@
+import json
+
 import pytest
 
 from synthscene.world.build import write_world
+from tests.helpers import BASE, NOVEL
 
 
 @pytest.fixture(scope="session")
@@ -58,3 +61,33 @@ def ray_cluster():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def teacher(small_world, tmp_path_factory):
+    """A detector trained for a few steps on the world's base-class annotations only."""
+    from synthscene.formats.coco import keep_categories
+    from synthscene.train.data import Source
+    from synthscene.train.downstream import DownstreamConfig, train_downstream
+
+    root = tmp_path_factory.mktemp("teacher")
+    truth = json.loads((small_world / "annotations" / "instances_train.json").read_text())
+    base_only = root / "instances_train_base.json"
+    base_only.write_text(json.dumps(keep_categories(truth, BASE)))
+    config = DownstreamConfig(task="detection", model="fasterrcnn_mobilenet_v3_large_fpn",
+                              sources=[Source(str(base_only), image_roots=(str(small_world),))], steps=2,
+                              batch_size=2, image_size=32, warmup_steps=1, checkpoint_every=2)
+    return train_downstream(config, root / "teacher", progress=False)
+
+
+@pytest.fixture(scope="session")
+def grounding_head(tiny_pipeline_dir, teacher, tmp_path_factory):
+    """A train-grounding run (a few steps) on the tiny pipeline."""
+    from synthscene.grounding.train import GroundingTrainConfig, train_grounding
+
+    config = GroundingTrainConfig(
+        model=str(tiny_pipeline_dir), teacher=str(teacher), base_classes=BASE, novel_classes=NOVEL,
+        images_per_base_class=1, images_per_novel_class=1, steps_per_image=2, guidance=3.0, teacher_threshold=0.0,
+        novel_threshold=0.0, steps=2, batch_size=2, warmup_steps=1, head={"width": 16, "queries": 4, "layers": 1,
+                                                                          "heads": 2})
+    return train_grounding(config, tmp_path_factory.mktemp("grounding") / "head", progress=False)

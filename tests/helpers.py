@@ -5,6 +5,9 @@ from pathlib import Path
 
 from synthscene.engine import Execution, run_spec
 
+# the shapes world's open-vocabulary split used by the grounding tests
+BASE, NOVEL = ("ball", "leaf", "box", "hat"), ("star", "ring")
+
 
 def make_run(spec, out, resume: bool = False, device: str = "cpu", progress: bool = False, **execution) -> Path:
     """Run ``spec`` into ``out`` on the local backend (or as ``execution`` says), quietly."""

@@ -149,3 +149,18 @@ def test_experiment_smoke_profile_writes_results(tmp_path):
         assert 0.0 <= r["mean"] <= 1.0 and len(r["seeds"]) == 1
     assert "| miou |" in (out / "results.md").read_text()
     assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_open_vocab_smoke_profile_writes_results(tmp_path):
+    from synthscene.experiment_open_vocab import METRICS, SETTINGS, run_open_vocab, without_annotations_of
+
+    records = run_open_vocab("open-vocab-smoke", tmp_path / "exp", progress=False)
+    assert {(r["setting"], r["metric"]) for r in records} == {(s, m) for s in SETTINGS for m in METRICS}
+    assert all(0.0 <= r["mean"] <= 1.0 for r in records)
+    for name in ("results.json", "results.md", "results.png", "grounding/head.safetensors"):
+        assert (tmp_path / "exp" / name).is_file(), name
+    base = json.loads((tmp_path / "exp" / "data" / "world" / "annotations" / "instances_train_base.json").read_text())
+    novel_ids = {c["id"] for c in base["categories"] if c["name"] in ("star", "ring")}
+    assert len(base["categories"]) == 6 and not [a for a in base["annotations"] if a["category_id"] in novel_ids]
+    assert without_annotations_of(base, ["ball"])["categories"] == base["categories"]

@@ -42,6 +42,18 @@ def test_both_backends_give_the_same_stats(small_world, iou_type):
         assert value == pytest.approx(reference["per_class"][name], abs=1e-6)
 
 
+def test_scores_of_a_class_subset(small_world):
+    """Base / novel scores: the subset's AP is the mean of its classes' APs."""
+    truth = json.loads((small_world / "annotations" / "instances_val.json").read_text())
+    detections = _noisy_detections(truth, seed=1)
+    everything = evaluate_detections(truth, detections, "bbox")
+    subset = evaluate_detections(truth, detections, "bbox", classes=["star", "ring"])
+    assert subset["per_class"].keys() == {"star", "ring"}
+    assert subset["AP"] == pytest.approx(np.mean([everything["per_class"][n] for n in ("star", "ring")]), abs=1e-6)
+    with pytest.raises(ValueError, match="no category kite"):
+        evaluate_detections(truth, detections, "bbox", classes=["kite"])
+
+
 def test_lvis_groups_and_empty_or_bad_detections(small_world, tmp_path):
     path = world_as_lvis(small_world, tmp_path / "lvis.json", frequencies=("r", "c", "f"))
     truth = json.loads(path.read_text())

@@ -35,7 +35,7 @@ def test_errors_name_the_field_and_what_to_change(tmp_path):
 
 
 def test_the_examples_load_and_round_trip(tmp_path):
-    for name in ("shapes-text2labels", "shapes-mosaic"):
+    for name in ("shapes-text2labels", "shapes-mosaic", "shapes-grounding"):
         spec = load_spec(f"examples/{name}.yaml")
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
@@ -44,5 +44,15 @@ def test_the_examples_load_and_round_trip(tmp_path):
 
 def test_loading_a_spec_imports_neither_torch_nor_diffusers():
     code = ("import sys; from synthscene.spec import load_spec; load_spec('examples/shapes-mosaic.yaml'); "
-            "load_spec('examples/shapes-text2labels.yaml'); print([m for m in ('torch', 'diffusers') if m in sys.modules])")
+            "load_spec('examples/shapes-text2labels.yaml'); load_spec('examples/shapes-grounding.yaml'); print([m for m in ('torch', 'diffusers') if m in sys.modules])")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
+def test_planning_imports_neither_diffusers_nor_the_capture_code():
+    """A Ray driver plans and checks a run: it must not pay for the workers' imports."""
+    code = ("import sys; from synthscene.spec import load_spec; from synthscene.methods import method_module\n"
+            "for name in ('shapes-text2labels', 'shapes-mosaic'):\n"
+            "    spec = load_spec(f'examples/{name}.yaml'); method = method_module(spec.method)\n"
+            "    method.check(spec, method.plan(spec))\n"
+            "print([m for m in ('diffusers', 'synthscene.capture.processors') if m in sys.modules])")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"

@@ -150,3 +150,36 @@ def test_min_snr_weighting_only_downweights_nearly_clean_timesteps():
             assert weighted == pytest.approx(plain[t].item() * 5.0 / (alpha_bar / (1 - alpha_bar)).item(), rel=1e-4)
             assert weighted < plain[t]
     assert _denoising_loss(prediction, noise, timesteps, scheduler, None) == pytest.approx(plain.mean().item())
+
+
+def test_box_crops_captioned_by_their_classes(small_world):
+    from synthscene.train.image_captions import read_box_crops
+
+    coco = small_world / "annotations" / "instances_train.json"
+    truth = json.loads(coco.read_text())
+    crops = read_box_crops(coco, classes=["ball", "leaf"], context=1.5, min_side=12)
+    names = {c["id"]: c["name"] for c in truth["categories"]}
+    wanted = [a for a in truth["annotations"] if names[a["category_id"]] in ("ball", "leaf") and not a["iscrowd"]]
+    assert len(crops) == len(wanted)
+    for crop in crops:
+        left, top, side = crop.crop
+        assert 12 <= side <= 32 and 0 <= left <= 32 - side and 0 <= top <= 32 - side
+        assert crop.caption.startswith("a photograph of ")
+        named = crop.caption.removeprefix("a photograph of ").replace(" and ", ", ").split(", ")
+        assert named and set(named) <= {"ball", "leaf"} and len(set(named)) == len(named)
+    whole = read_box_crops(coco, min_side=64)  # never larger than the image
+    assert all(c.crop[2] == 32 and c.crop[:2] == (0, 0) for c in whole)
+    with pytest.raises(TrainingDataError, match="no category kite"):
+        read_box_crops(coco, classes=["kite"])
+
+
+def test_finetune_on_crops_of_base_class_boxes(small_world, tiny_pipeline_dir, tmp_path):
+    coco = small_world / "annotations" / "instances_train.json"
+    out = train_generator(_config(coco, tmp_path / "ft", init=str(tiny_pipeline_dir), steps=2, checkpoint_every=2,
+                                  ema=False, classes_from_annotations=True, classes=("ball", "box")))
+    assert (out / "unet").is_dir()
+    recorded = json.loads((tmp_path / "ft" / "training_config.json").read_text())
+    assert recorded["config"]["classes"] == ["ball", "box"] and recorded["config"]["classes_from_annotations"]
+    with pytest.raises(ValueError, match="need classes_from_annotations"):
+        train_generator(_config(coco, tmp_path / "bad", init=str(tiny_pipeline_dir), classes=("ball",)))
+    assert not (tmp_path / "bad").exists()

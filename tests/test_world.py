@@ -91,6 +91,25 @@ def test_oracle_is_near_exact_on_world_images(small_world):
     assert miou >= 0.95
 
 
+def test_oracle_instances_cover_each_class_as_the_scene_does():
+    from synthscene.world.oracle import oracle_instances
+
+    for index in range(20):
+        scene = render_scene(3, index)
+        found = oracle_instances(scene.image, min_area=1)
+        semantic = oracle_semantic(scene.image)
+        for class_id in range(len(CLASSES)):
+            union = np.zeros(semantic.shape, bool)
+            for mask in found.masks[found.class_id == class_id]:
+                assert not (union & mask).any()  # components of one class never overlap
+                union |= mask
+            assert np.array_equal(union, semantic == class_id + 1)
+        # every oracle instance lies on a drawn object of its class
+        for mask, class_id in zip(found.masks, found.class_id):
+            drawn = scene.instances.masks[scene.instances.class_id == class_id]
+            assert (drawn.any(0) & mask).sum() >= 0.9 * mask.sum()
+
+
 def test_oracle_rejects_non_rgb():
     with pytest.raises(ValueError, match="uint8 RGB"):
         oracle_semantic(np.zeros((4, 4), np.uint8))

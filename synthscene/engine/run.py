@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import yaml
+
 from synthscene.io import make_dir, refuse_nonempty_output, write_json, write_jsonl, write_text
 from synthscene.methods import method_module
 from synthscene.models.info import model_fingerprint
@@ -109,7 +111,8 @@ def _run_shards(spec, out: Path, join: bool, resolved: str, tasks, execution: Ex
         if spec_file.is_file():
             if not join:
                 raise FileExistsError(f"output folder {out} already holds a run (use --resume to continue it)")
-            if spec_file.read_text() != resolved:
+            # compared as data: a release that orders the spec's fields differently still resumes
+            if yaml.safe_load(spec_file.read_text()) != yaml.safe_load(resolved):
                 raise ValueError(f"cannot resume: the spec differs from the one {out} was started with")
         else:
             write_jsonl(out / "manifest.jsonl", [t.to_json() for t in tasks])

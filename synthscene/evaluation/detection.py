@@ -33,16 +33,20 @@ def load_ground_truth(gt: str | Path | dict) -> dict:
 
 
 def evaluate_detections(gt: str | Path | dict, detections: list[dict], iou_type: str = "bbox",
-                        backend: str = "auto") -> dict:
+                        backend: str = "auto", classes: list[str] | tuple[str, ...] | None = None) -> dict:
     """{"AP", "AP50", "AP75", ..., "per_class": {name: AP}, ["APr", "APc", "APf"], "backend"}.
 
-    AP values are in [0, 1]; a class without ground truth has AP None.
+    AP values are in [0, 1]; a class without ground truth has AP None. ``classes``: score only
+    these categories (by name; the others' truth and detections are left out), e.g. the base
+    or the novel classes of an open-vocabulary split.
     """
     if iou_type not in ("bbox", "segm"):
         raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     dataset = load_ground_truth(gt)
+    if classes is not None:
+        dataset, detections = _only_classes(dataset, detections, classes)
     lvis = any("frequency" in c for c in dataset["categories"])
     _check_detections(dataset, detections, iou_type)
     if backend == "auto":
@@ -62,6 +66,17 @@ def evaluate_detections(gt: str | Path | dict, detections: list[dict], iou_type:
     result["per_class"] = _per_class_ap(evaluator, names)
     result["backend"] = backend
     return result
+
+
+def _only_classes(dataset: dict, detections: list[dict], classes) -> tuple[dict, list[dict]]:
+    known = {c["name"]: c["id"] for c in dataset["categories"]}
+    missing = [n for n in classes if n not in known]
+    if missing:
+        raise ValueError(f"the ground truth has no categor{'y' if len(missing) == 1 else 'ies'} {', '.join(missing)}")
+    ids = {known[n] for n in classes}
+    subset = {**dataset, "categories": [c for c in dataset["categories"] if c["id"] in ids],
+              "annotations": [a for a in dataset["annotations"] if a["category_id"] in ids]}
+    return subset, [d for d in detections if d["category_id"] in ids]
 
 
 def _has_faster() -> bool:

@@ -441,3 +441,21 @@ def _checked_box(annotation: dict, height: int, width: int, where: str) -> tuple
     if not (x2 > x1 and y2 > y1):
         return None
     return x1, y1, x2, y2
+
+
+def keep_categories(dataset: dict, names: list[str] | tuple[str, ...]) -> dict:
+    """A copy of a COCO dict that knows only the categories ``names`` (ids kept): their
+    annotations stay, every image stays (objects of other classes become unlabelled
+    background), e.g. the base-class data of an open-vocabulary split.
+
+    Raises:
+        CocoError: a name the file has no category for.
+    """
+    known = {c["name"]: c for c in dataset.get("categories", [])}
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise CocoError(f"the COCO file has no categor{'y' if len(missing) == 1 else 'ies'} {', '.join(missing)} "
+                        f"(it has {', '.join(known) or 'none'})")
+    ids = {known[n]["id"] for n in names}
+    return {**dataset, "categories": [c for c in dataset["categories"] if c["id"] in ids],
+            "annotations": [a for a in dataset.get("annotations", []) if a["category_id"] in ids]}

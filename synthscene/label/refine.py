@@ -68,6 +68,24 @@ def grabcut_foreground(image: np.ndarray, objectness: np.ndarray, threshold: flo
     return np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD))
 
 
+def grabcut_in_box(image: np.ndarray, xyxy, iterations: int = 3, min_side: int = 96) -> np.ndarray:
+    """The object inside a box (as GrabCut's rectangle mode): outside the box is fixed
+    background, inside it probable foreground; cut like ``grabcut_foreground``.
+
+    Args:
+        image: uint8 [H, W, 3] RGB; xyxy: the box in pixels (exclusive x1, y1).
+    Returns:
+        bool [H, W], empty outside the box.
+    """
+    height, width = image.shape[:2]
+    x0, y0 = max(0, math.floor(xyxy[0])), max(0, math.floor(xyxy[1]))
+    x1, y1 = min(width, math.ceil(xyxy[2])), min(height, math.ceil(xyxy[3]))
+    inside = np.zeros((height, width), bool)
+    inside[y0:y1, x0:x1] = True
+    objectness = np.where(inside, 0.5, 0.0).astype(np.float32)
+    return grabcut_foreground(image, objectness, 0.5, 0.25, 0.95, iterations, min_side) & inside
+
+
 # an interior colour cluster this much closer to the background than the most distinct one
 # is the edge blend itself, not an object colour (on a flat-coloured object k-means still
 # makes a second cluster, and matting against it would grow the object by its blended rim)

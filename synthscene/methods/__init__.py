@@ -19,6 +19,7 @@ from types import ModuleType
 METHODS = {
     "text2labels": "synthscene.methods.text2labels",
     "mosaic": "synthscene.methods.mosaic",
+    "grounding": "synthscene.methods.grounding",
 }
 
 

@@ -19,16 +19,20 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from synthscene.capture import AttentionStore, CaptureConfig, capture_attention
 from synthscene.capture.tokens import attention_word, token_indices
 from synthscene.models.info import ModelInfo, load_tokenizer, model_info
 from synthscene.plan import Stream, sample_generator, sample_seed, stream_rng
 from synthscene.records import Sample
 from synthscene.spec import MosaicDatasetSpec, MosaicSpec
+
+if TYPE_CHECKING:  # torch loads in the worker only: planning a run does not need it
+    import torch
+
+    from synthscene.capture import CaptureConfig
 
 # MosaicFusion's overlap between neighbouring regions: 48 x 64 px for 512 px regions
 REFERENCE_OVERLAP = (48 / 512, 64 / 512)
@@ -57,6 +61,8 @@ class MosaicLayout:
     def weights(self) -> torch.Tensor:
         """float [N, H, W]: each region's Gaussian weight, zero outside its cell,
         normalised to sum to 1 at every pixel."""
+        import torch
+
         height, width = self.canvas
         ys, xs = torch.arange(height).float()[:, None], torch.arange(width).float()[None, :]
         weights = []
@@ -121,11 +127,21 @@ class MosaicResult:
     cross: list[dict]  # per region {(h, w): float [T, h, w]} on its window
 
 
-@torch.no_grad()
 def generate_mosaic(pipe, prompts: list[str], layout: MosaicLayout, steps: int, guidance: float,
                     generator: torch.Generator, batched: bool = True,
                     capture: CaptureConfig | None = None) -> MosaicResult:
     """Joint diffusion of one canvas with one prompt per region (see the module docstring)."""
+    import torch
+
+    with torch.no_grad():
+        return _generate_mosaic(pipe, prompts, layout, steps, guidance, generator, batched, capture)
+
+
+def _generate_mosaic(pipe, prompts, layout, steps, guidance, generator, batched, capture) -> MosaicResult:
+    import torch
+
+    from synthscene.capture import AttentionStore
+
     device, dtype = pipe.unet.device, pipe.unet.dtype
     count = len(prompts)
     cfg = guidance > 1.0
@@ -166,6 +182,8 @@ def generate_mosaic(pipe, prompts: list[str], layout: MosaicLayout, steps: int, 
 
 
 def _guided(pipe, crops, t, states, guidance, cfg):
+    import torch
+
     model_input = torch.cat([crops, crops]) if cfg else crops
     model_input = pipe.scheduler.scale_model_input(model_input, t)
     noise = pipe.unet(model_input, t, encoder_hidden_states=states).sample
@@ -176,11 +194,15 @@ def _guided(pipe, crops, t, states, guidance, cfg):
 
 
 def _captured(pipe, crops, t, states, guidance, cfg, store):
+    from synthscene.capture import capture_attention
+
     with capture_attention(pipe.unet, store):
         return _guided(pipe, crops, t, states, guidance, cfg)
 
 
 def _maybe_capture(unet, store):
+    from synthscene.capture import capture_attention
+
     return capture_attention(unet, store) if store is not None else contextlib.nullcontext()
 
 
@@ -267,6 +289,7 @@ class Worker:
 def mosaic_sample(pipe, task: Task, spec: MosaicDatasetSpec, sam=None) -> Sample | None:
     """Generate and label one mosaic (None when ``strict`` drops it); ``sam``: an optional
     ``SamRefiner`` whose box-prompted masks replace the instances' (within their region)."""
+    from synthscene.capture import CaptureConfig
     from synthscene.label.mosaic import mosaic_labels, region_objectness
 
     params = spec.mosaic

@@ -27,7 +27,7 @@ import numpy as np
 
 from synthscene.capture.tokens import attention_word, token_indices
 from synthscene.models.info import load_tokenizer, model_info
-from synthscene.plan import Stream, sample_generator, sample_seed, stream_seed
+from synthscene.plan import Stream, list_objects, sample_generator, sample_seed, stream_seed
 from synthscene.records import Sample
 from synthscene.spec import Text2LabelsDatasetSpec, Text2LabelsSpec
 
@@ -75,14 +75,9 @@ def plan(spec: Text2LabelsDatasetSpec) -> list[Task]:
             prompt = str(rng.choice(spec.classes[class_ids[0]].prompts)).format(name=words[0])
         else:
             template = str(rng.choice(spec.prompt_templates))
-            prompt = template.format(objects=_list_objects(words))
+            prompt = template.format(objects=list_objects(words))
         tasks.append(Task(index, seed, prompt, class_ids, tuple(words)))
     return tasks
-
-
-def _list_objects(words: list[str]) -> str:
-    phrases = [("an " if w[0].lower() in "aeiou" else "a ") + w for w in words]
-    return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
 
 
 def check(spec: Text2LabelsDatasetSpec, tasks: list[Task]) -> None:

@@ -76,6 +76,7 @@ class ModelInfo:
     unet_levels: int  # the UNet's resolutions (latent sides must divide by 2 ** (levels - 1))
     extra_conditioning: bool  # SDXL-style added text / time embeddings
     train_timesteps: int
+    text_dim: int | None = None  # width of the (first) text encoder's token states
 
 
 @lru_cache(maxsize=8)
@@ -89,7 +90,15 @@ def model_info(model: str) -> ModelInfo:
         unet_levels=len(unet["block_out_channels"]),
         extra_conditioning=unet.get("addition_embed_type") is not None,
         train_timesteps=int(scheduler.get("num_train_timesteps", 1000)),
+        text_dim=_text_width(model),
     )
+
+
+def _text_width(model: str) -> int | None:
+    try:
+        return int(read_config(model, "text_encoder")["hidden_size"])
+    except (ModelNotFoundError, KeyError):
+        return None
 
 
 @lru_cache(maxsize=8)
@@ -127,4 +136,5 @@ def pipeline_info(pipe) -> ModelInfo:
         unet_levels=len(pipe.unet.config.block_out_channels),
         extra_conditioning=pipe.unet.config.addition_embed_type is not None,
         train_timesteps=int(pipe.scheduler.config.num_train_timesteps),
+        text_dim=int(pipe.text_encoder.config.hidden_size) if pipe.text_encoder is not None else None,
     )

@@ -32,13 +32,14 @@ def dataset_card(run: str | Path) -> dict:
         named_without_instance += len(set(sample.class_ids) - set(classes))
     histogram, _ = np.histogram(np.array(scores, np.float64), bins=_BINS)
     resolved = spec.model_dump(mode="json")
+    novel = set(spec.grounding.novel_classes) if spec.method == "grounding" else set()
     return {
         "name": spec.name,
         "model": opened.provenance.get("model"),
         "samples": samples,
         "samples_planned": len(opened.manifest_rows()),
         "instances": int(instances_per_class.sum()),
-        "per_class": {n: {"instances": int(i), "images": int(m)}
+        "per_class": {n: {"instances": int(i), "images": int(m), **({"novel": n in novel} if novel else {})}
                       for n, i, m in zip(names, instances_per_class, images_per_class)},
         "named_classes_without_instance": named_without_instance,
         "components_dropped_as_too_small": int(dropped.get("small", 0)),
@@ -65,7 +66,8 @@ def write_dataset_card(run: str | Path) -> Path:
              f"- dropped by each label filter: {card['dropped']}",
              f"- sampler: {card['sampler']}", f"- method: {card['method']}, labels: {card['labels']}", "",
              "| class | instances | images |", "|---|---|---|"]
-    lines += [f"| {n} | {v['instances']} | {v['images']} |" for n, v in card["per_class"].items()]
+    lines += [f"| {n}{' (novel)' if v.get('novel') else ''} | {v['instances']} | {v['images']} |"
+              for n, v in card["per_class"].items()]
     lines += ["", "Instance scores:", "", "| score | count |", "|---|---|"]
     bins, counts = card["score_histogram"]["bins"], card["score_histogram"]["counts"]
     lines += [f"| {lo:.1f}-{hi:.1f} | {c} |" for lo, hi, c in zip(bins[:-1], bins[1:], counts)]

@@ -28,6 +28,7 @@ from synthscene.codecs import IGNORE_INDEX
 from synthscene.io import make_dir, refuse_nonempty_output, write_json, write_text
 from synthscene.provenance import run_record
 from synthscene.train.data import DatasetError, Source, open_sources
+from synthscene.train.loop import load_latest_checkpoint, save_checkpoint, truncate_log, warmup_cosine
 from synthscene.train.models import DETECTORS, SEGMENTERS, build_model, load_weights
 
 logger = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def train_downstream(config: DownstreamConfig, out: str | Path, resume: bool = F
     model.train()
     for step in bar:
         for group in optimizer.param_groups:
-            group["lr"] = _learning_rate(config, step)
+            group["lr"] = warmup_cosine(config.learning_rate, step, config.warmup_steps, config.steps)
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
         batch = [data.dataset[i] for i in data.draw(config.batch_size, generator)]
         loss, parts = _loss(model, batch, config)
@@ -129,14 +130,6 @@ def _log_left_out(reports: list[dict]) -> None:
                            report["source"], report["mask_from_box"])
 
 
-def _learning_rate(config: DownstreamConfig, step: int) -> float:
-    """Linear warm-up, then cosine decay to 0."""
-    if step < config.warmup_steps:
-        return config.learning_rate * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    return config.learning_rate * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 def _loss(model, batch, config: DownstreamConfig) -> tuple[torch.Tensor, dict]:
     images = [image for image, _ in batch]
     if config.task == "detection":
@@ -170,13 +163,12 @@ def _prepare(out: Path, config: DownstreamConfig, class_names, model, optimizer,
             raise FileNotFoundError(f"cannot resume: {out}/config.json does not exist")
         if DownstreamConfig.model_validate_json((out / "config.json").read_text()) != config:
             raise ValueError(f"cannot resume: the configuration differs from the one {out} was started with")
-        checkpoints = sorted((out / "checkpoints").glob("step-*.pt"))
-        if not checkpoints:
+        state = load_latest_checkpoint(out / "checkpoints")
+        if state is None:
             return 0
-        state = torch.load(checkpoints[-1], map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        _truncate_log(out / "train_log.jsonl", state["step"])
+        truncate_log(out / "train_log.jsonl", state["step"])
         return int(state["step"])
     refuse_nonempty_output(out, "use --resume to continue it")
     make_dir(out / "checkpoints")
@@ -187,16 +179,7 @@ def _prepare(out: Path, config: DownstreamConfig, class_names, model, optimizer,
 
 
 def _save_checkpoint(out: Path, step: int, model, optimizer) -> None:
-    path = out / "checkpoints" / f"step-{step:07d}.pt"
-    tmp = path.with_suffix(".tmp")
-    torch.save({"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict()}, tmp)
-    tmp.replace(path)
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    if path.is_file():
-        rows = [line for line in path.read_text().splitlines() if json.loads(line)["step"] < step]
-        write_text(path, "".join(r + "\n" for r in rows))
+    save_checkpoint(out / "checkpoints", step, {"model": model.state_dict(), "optimizer": optimizer.state_dict()})
 
 
 @torch.no_grad()
@@ -256,16 +239,10 @@ def _evaluable_truth(truth: dict) -> dict:
     return {**truth, "annotations": annotations}
 
 
-def evaluate_trained(run: str | Path, data: str | Path, backend: str = "auto", image_roots=None) -> dict:
-    """Scores of a trained run on a held-out source of its task: box (and mask) AP for a
-    detector on a COCO / LVIS file (any file ``read_coco`` opens; ``image_roots``: its image
-    folders, tried in order), mIoU (255 ignored) for a segmenter on a semantic folder. A
-    Mask R-CNN on a box-only file gets box AP only."""
+def load_trained(run: str | Path):
+    """(model in eval mode, its config, its class names without background) of a finished
+    ``synthscene train`` run."""
     from safetensors.torch import load_file
-
-    from synthscene.evaluation.detection import evaluate_detections, load_ground_truth
-    from synthscene.evaluation.semantic import confusion_matrix, miou_from_confusion
-    from synthscene.train.data import InstanceDataset, SemanticDataset
 
     run = Path(run)
     for name in ("config.json", "classes.json", "model.safetensors"):
@@ -275,6 +252,19 @@ def evaluate_trained(run: str | Path, data: str | Path, backend: str = "auto", i
     class_names = json.loads((run / "classes.json").read_text())[1:]
     model = build_model(config.model, len(class_names) + 1, config.image_size, 2 * config.image_size)
     model.load_state_dict(load_file(run / "model.safetensors"))
+    return model.eval(), config, class_names
+
+
+def evaluate_trained(run: str | Path, data: str | Path, backend: str = "auto", image_roots=None) -> dict:
+    """Scores of a trained run on a held-out source of its task: box (and mask) AP for a
+    detector on a COCO / LVIS file (any file ``read_coco`` opens; ``image_roots``: its image
+    folders, tried in order), mIoU (255 ignored) for a segmenter on a semantic folder. A
+    Mask R-CNN on a box-only file gets box AP only."""
+    from synthscene.evaluation.detection import evaluate_detections, load_ground_truth
+    from synthscene.evaluation.semantic import confusion_matrix, miou_from_confusion
+    from synthscene.train.data import InstanceDataset, SemanticDataset
+
+    model, config, class_names = load_trained(run)
     if config.task == "detection":
         dataset = InstanceDataset(data, class_names, image_roots)
         truth = load_ground_truth(data)

@@ -25,11 +25,17 @@ from diffusers import StableDiffusionPipeline
 from diffusers.training_utils import EMAModel
 from tqdm import tqdm
 
-from synthscene.io import replace_dir, write_json, write_text
+from synthscene.io import replace_dir, write_json
 from synthscene.models.configs import ARCHITECTURES, build_components, sampling_scheduler, training_scheduler
 from synthscene.models.load import check_device, load_pipeline
 from synthscene.provenance import run_record
-from synthscene.train.image_captions import ImageCaptionDataset, check_image_captions, read_image_captions
+from synthscene.train.image_captions import (
+    ImageCaptionDataset,
+    check_image_captions,
+    read_box_crops,
+    read_image_captions,
+)
+from synthscene.train.loop import truncate_log
 
 CHECKPOINT_PREFIX = "step-"
 
@@ -41,6 +47,10 @@ class GeneratorTrainingConfig:
     architecture: str | None = "shapes"  # from scratch; ignored when ``init`` is given
     init: str | None = None  # hub id or folder of a pipeline to fine-tune
     image_root: str | None = None
+    # data is a COCO instances file: train on square crops around its boxes, captioned by
+    # their classes (InstaGen's fine-tuning; ``classes``: only these, e.g. the base classes)
+    classes_from_annotations: bool = False
+    classes: tuple[str, ...] | None = None
     steps: int = 1000
     vae_steps: int = 400
     batch_size: int = 32
@@ -80,7 +90,9 @@ def train_generator(config: GeneratorTrainingConfig, resume: bool = False) -> Pa
     if (out / "model").exists() and not resume:
         raise FileExistsError(f"{out / 'model'} already exists; use another --out or --resume")
     checkpoint = latest_checkpoint(out) if resume else None
-    pairs = read_image_captions(config.data, config.image_root)
+    if config.classes and not config.classes_from_annotations:
+        raise ValueError("classes choose which annotations become crops: they need classes_from_annotations")
+    pairs = None if config.classes_from_annotations else read_image_captions(config.data, config.image_root)
 
     # 2. components: from a checkpoint, a pretrained pipeline, or fresh
     torch.manual_seed(config.seed)
@@ -96,8 +108,11 @@ def train_generator(config: GeneratorTrainingConfig, resume: bool = False) -> Pa
     for name in ("vae", "unet", "text_encoder"):
         components[name].to(device)
     tokenizer = components["tokenizer"]
-    check_image_captions(pairs, tokenizer, progress=config.progress)
     resolution = components["vae"].config.sample_size
+    if pairs is None:  # crops of at least the model's resolution, as InstaGen's 512 px crops for SD
+        pairs = read_box_crops(config.data, config.image_root, list(config.classes or []) or None,
+                               min_side=resolution)
+    check_image_captions(pairs, tokenizer, progress=config.progress)
     dataset = ImageCaptionDataset(pairs, resolution)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "training_config.json", run_record({**asdict(config), "resolution": resolution,
@@ -128,7 +143,7 @@ def train_generator(config: GeneratorTrainingConfig, resume: bool = False) -> Pa
                           return_tensors="pt").input_ids
     started = time.monotonic()
     log_path = out / "loss.jsonl"
-    _truncate_log(log_path, state["step"])  # a resumed run re-does the steps after its checkpoint
+    truncate_log(log_path, state["step"] + 1)  # a resumed run re-does the steps after its checkpoint
     bar = tqdm(range(state["step"], config.steps), initial=state["step"], total=config.steps,
                desc="train generator", disable=not config.progress)
     unet.train()
@@ -269,10 +284,3 @@ def _load_components(checkpoint: Path) -> dict:
         "tokenizer": CLIPTokenizer.from_pretrained(checkpoint / "tokenizer"),
         "scheduler": training_scheduler(),
     }
-
-
-def _truncate_log(log_path: Path, last_step: int) -> None:
-    if not log_path.is_file():
-        return
-    rows = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= last_step]
-    write_text(log_path, "".join(row + "\n" for row in rows))

@@ -46,3 +46,26 @@ def present_classes(semantic: np.ndarray, min_fraction: float = 0.008) -> set[in
     """Class ids (0-based) that cover at least ``min_fraction`` of a semantic mask."""
     counts = np.bincount(semantic.ravel(), minlength=len(CLASSES) + 1)[1 : len(CLASSES) + 1]
     return {i for i, c in enumerate(counts) if c >= min_fraction * semantic.size}
+
+
+def oracle_instances(image: np.ndarray, min_area: int = 4):
+    """The oracle's instances of an image: per class, the 8-connected components of its
+    pixels with at least ``min_area`` of them (touching objects of one class merge).
+
+    Returns:
+        ``Instances`` with masks, class ids 0-based into ``CLASSES``, score 1.
+    """
+    from synthscene.records import Instances
+
+    semantic = oracle_semantic(image)
+    masks, class_ids = [], []
+    for class_index in range(len(CLASSES)):
+        count, components = cv2.connectedComponents((semantic == class_index + 1).astype(np.uint8), connectivity=8)
+        for component in range(1, count):
+            mask = components == component
+            if mask.sum() >= min_area:
+                masks.append(mask)
+                class_ids.append(class_index)
+    if not masks:
+        return Instances.empty(*image.shape[:2])
+    return Instances.from_masks(np.stack(masks), np.array(class_ids, np.int64))

@@ -1,0 +1,100 @@
+"""The grounding head and its set losses: shapes, open classes, matching, learning."""
+
+import pytest
+import torch
+
+from synthscene.grounding.head import GroundingHead, HeadConfig, predict_boxes
+from synthscene.grounding.matching import LossWeights, match, set_loss
+
+LEVELS = ((8, 8, 12), (4, 4, 24))
+
+
+def _features(batch, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, c, h, w, generator=g) for h, w, c in LEVELS]
+
+
+def _head(**kw):
+    torch.manual_seed(0)
+    return GroundingHead(HeadConfig(levels=LEVELS, text_dim=16, width=32, queries=8, layers=2, heads=2, groups=4, **kw))
+
+
+def test_outputs_per_layer_and_classes_only_where_given():
+    head = _head()
+    classes = torch.randn(3, 2, 16)
+    mask = torch.tensor([[True, False], [True, True], [False, False]])
+    out = head(_features(3), classes, mask)
+    assert out["logits"].shape == (2, 3, 8, 2) and out["boxes"].shape == (2, 3, 8, 4)
+    assert torch.isinf(out["logits"][:, 0, :, 1]).all() and torch.isfinite(out["logits"][:, 1]).all()
+    assert torch.isinf(out["logits"][:, 2]).all()  # an image given no class scores nothing, without NaNs
+    assert not torch.isnan(out["boxes"]).any() and ((out["boxes"] > 0) & (out["boxes"] < 1)).all()
+    # a new class is just another embedding: the same image scored against other names
+    other = head(_features(3), torch.randn(3, 2, 16), mask)
+    assert not torch.allclose(other["logits"][-1, 1], out["logits"][-1, 1])
+    predictions = predict_boxes(out, mask, (32, 64), score_threshold=0.0)
+    assert len(predictions) == 3 and predictions[2]["boxes"].shape == (0, 4)
+    assert (predictions[1]["boxes"][:, 2] <= 64).all() and (predictions[1]["boxes"][:, 3] <= 32).all()
+
+
+def test_features_of_another_layout_are_refused():
+    head = _head()
+    with pytest.raises(ValueError, match="another model or feature layout"):
+        head([torch.randn(1, 12, 8, 8)], torch.randn(1, 1, 16), torch.ones(1, 1, dtype=torch.bool))
+
+
+def test_matching_pairs_each_target_with_its_nearest_query():
+    boxes = torch.tensor([[[0.2, 0.2, 0.1, 0.1], [0.8, 0.8, 0.2, 0.2], [0.5, 0.5, 0.4, 0.4]]])
+    logits = torch.zeros(1, 3, 2)
+    targets = [{"classes": torch.tensor([1, 0]), "boxes": torch.tensor([[0.79, 0.8, 0.2, 0.2], [0.5, 0.5, 0.4, 0.41]])}]
+    (queries, columns), = match(logits, boxes, targets, LossWeights())
+    assert dict(zip(columns.tolist(), queries.tolist())) == {0: 1, 1: 2}
+    empty = match(logits, boxes, [{"classes": torch.zeros(0, dtype=torch.long), "boxes": torch.zeros(0, 4)}],
+                  LossWeights())
+    assert len(empty[0][0]) == 0
+
+
+def test_perfect_boxes_cost_nothing_but_focal():
+    boxes = torch.tensor([[[0.3, 0.3, 0.2, 0.2], [0.7, 0.6, 0.3, 0.2]]])
+    output = {"logits": torch.tensor([[[[3.0, -3.0], [-3.0, 3.0]]]]), "boxes": boxes[None]}
+    targets = [{"classes": torch.tensor([0, 1]), "boxes": boxes[0]}]
+    losses = set_loss(output, torch.ones(1, 2, dtype=torch.bool), targets, LossWeights())
+    assert losses["l1"] < 1e-6 and losses["giou"] < 1e-4 and losses["focal"] < 1e-3
+    wrong = set_loss({**output, "logits": -output["logits"]}, torch.ones(1, 2, dtype=torch.bool), targets,
+                     LossWeights())
+    assert wrong["focal"] > 1.0
+
+
+def test_head_learns_where_objects_are():
+    """Features that carry a bright square: after training, the head boxes it."""
+    torch.manual_seed(0)
+    head = _head()
+    optimizer = torch.optim.AdamW(head.parameters(), lr=1e-3)
+    classes, mask = torch.randn(1, 1, 16).expand(8, 1, 16), torch.ones(8, 1, dtype=torch.bool)
+
+    def batch(seed):
+        g = torch.Generator().manual_seed(seed)
+        corners = torch.randint(0, 5, (8, 2), generator=g)
+        features = [torch.zeros(8, c, h, w) for h, w, c in LEVELS]
+        targets = []
+        for b, (y, x) in enumerate(corners.tolist()):
+            features[0][b, :, y : y + 4, x : x + 4] = 1.0
+            features[1][b, :, y // 2 : y // 2 + 2, x // 2 : x // 2 + 2] = 1.0
+            targets.append({"classes": torch.tensor([0]), "boxes": torch.tensor([[(x + 2) / 8, (y + 2) / 8, 0.5, 0.5]])})
+        return features, targets
+
+    first = None
+    for step in range(300):
+        features, targets = batch(step)
+        losses = set_loss(head(features, classes, mask), mask, targets, LossWeights())
+        optimizer.zero_grad()
+        losses["loss"].backward()
+        optimizer.step()
+        first = first if first is not None else losses["loss"].item()
+    features, targets = batch(10_000)
+    with torch.no_grad():
+        top = predict_boxes(head(features, classes, mask), mask, (8, 8), score_threshold=0.0)
+    from torchvision.ops import box_convert, box_iou
+
+    ious = [box_iou(p["boxes"][:1], box_convert(t["boxes"], "cxcywh", "xyxy") * 8)[0, 0] for p, t in zip(top, targets)]
+    assert float(losses["loss"]) < 0.5 * first
+    assert torch.stack(ious).mean() > 0.5

@@ -1,0 +1,117 @@
+"""train-grounding end to end on a tiny generator and a briefly trained teacher: every
+stage's files, exact resume after a crash, and one clear error per bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from synthscene.formats.coco import CocoError, keep_categories
+from synthscene.grounding import train as grounding_train
+from synthscene.grounding.train import GroundingTrainConfig, plan_prompts, train_grounding
+from tests.helpers import BASE, NOVEL
+
+
+def _config(pipeline, teacher, **overrides):
+    values = {"model": str(pipeline), "teacher": str(teacher), "base_classes": BASE, "novel_classes": NOVEL,
+              "images_per_base_class": 2, "images_per_novel_class": 2, "steps_per_image": 2, "guidance": 3.0,
+              "generation_batch": 5, "teacher_threshold": 0.0, "novel_threshold": 0.0, "steps": 6, "batch_size": 3,
+              "checkpoint_every": 3, "warmup_steps": 1,
+              "head": {"width": 16, "queries": 4, "layers": 1, "heads": 2}}
+    values.update(overrides)
+    return GroundingTrainConfig(**values)
+
+
+def test_prompts_name_one_or_two_classes_of_their_group(tiny_pipeline_dir, teacher):
+    items = plan_prompts(_config(tiny_pipeline_dir, teacher, images_per_base_class=20))
+    assert len(items) == 4 * 20 + 2 * 2
+    base = [i for i in items if i.group == "base"]
+    assert all(set(i.classes) <= set(BASE) and i.classes[0] in i.prompt for i in base)
+    assert 0.3 < sum(len(i.classes) == 2 for i in base) / len(base) < 0.7
+    assert all(set(i.classes) <= set(NOVEL) for i in items if i.group == "novel")
+    assert plan_prompts(_config(tiny_pipeline_dir, teacher, images_per_base_class=20)) == items
+
+
+@pytest.mark.slow
+def test_train_grounding_stages_and_exact_resume(tiny_pipeline_dir, teacher, tmp_path, monkeypatch):
+    config = _config(tiny_pipeline_dir, teacher)
+    straight = train_grounding(config, tmp_path / "straight", progress=False)
+    for name in ("config.json", "run.json", "prompts.jsonl", "pseudo_labels.json", "train_log.jsonl",
+                 "head.safetensors", "head.json"):
+        assert (straight / name).is_file(), name
+    assert len(list((straight / "generated").glob("shard-*.npz"))) == 3  # 12 images in fives
+    labels = json.loads((straight / "pseudo_labels.json").read_text())
+    assert labels["images"] == 8 and labels["dropped_without_box"] + len(labels["labels"]) == 8
+    rows = [json.loads(r) for r in (straight / "train_log.jsonl").read_text().splitlines()]
+    assert [r["group"] for r in rows] == ["base"] * 4 + ["novel", "base"]  # alternating from half the schedule
+    info = json.loads((straight / "head.json").read_text())
+    with np.load(straight / "generated" / "shard-00000.npz") as shard:
+        assert info["image_size"] == list(shard["images"].shape[1:3])
+    assert info["novel_classes"] == list(NOVEL)
+
+    real_save = grounding_train._save_checkpoint
+
+    def crash_after_first_checkpoint(out, step, *args):
+        real_save(out, step, *args)
+        if step == 3:
+            raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(grounding_train, "_save_checkpoint", crash_after_first_checkpoint)
+    with pytest.raises(RuntimeError):
+        train_grounding(config, tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(grounding_train, "_save_checkpoint", real_save)
+    resumed = train_grounding(config, tmp_path / "resumed", resume=True, progress=False)
+    a, b = load_file(straight / "head.safetensors"), load_file(resumed / "head.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (straight / "train_log.jsonl").read_text() == (resumed / "train_log.jsonl").read_text()
+    # a head retrained with other settings from the same images
+    retrained = train_grounding(_config(tiny_pipeline_dir, teacher, steps=4), tmp_path / "retrained",
+                                progress=False, images_from=straight)
+    for name in ("shard-00000.npz", "shard-00002.npz"):
+        assert (retrained / "generated" / name).read_bytes() == (straight / "generated" / name).read_bytes()
+    assert (retrained / "pseudo_labels.json").read_text() == (straight / "pseudo_labels.json").read_text()
+    with pytest.raises(ValueError, match="its images_per_base_class differ"):
+        train_grounding(_config(tiny_pipeline_dir, teacher, images_per_base_class=3), tmp_path / "other",
+                        progress=False, images_from=straight)
+    assert not (tmp_path / "other").exists()
+    with pytest.raises(ValueError, match="configuration differs"):
+        train_grounding(_config(tiny_pipeline_dir, teacher, steps=7), tmp_path / "resumed", resume=True,
+                        progress=False)
+
+
+def test_bad_inputs_fail_before_anything_is_written(tiny_pipeline_dir, teacher, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="does not know the base class"):
+        train_grounding(_config(tiny_pipeline_dir, teacher, base_classes=("ball", "kite")), out, progress=False)
+    with pytest.raises(ValueError, match="knows the novel class"):
+        train_grounding(_config(tiny_pipeline_dir, teacher, base_classes=("ball",), novel_classes=("leaf",)), out,
+                        progress=False)
+    with pytest.raises(ValueError, match="both base and novel"):
+        _config(tiny_pipeline_dir, teacher, novel_classes=("ball",))
+    with pytest.raises(FileNotFoundError, match="not a finished synthscene train run"):
+        train_grounding(_config(tiny_pipeline_dir, tmp_path), out, progress=False)
+    assert not out.exists()
+    with pytest.raises(CocoError, match="no category kite"):
+        keep_categories({"categories": [{"id": 1, "name": "ball"}], "annotations": []}, ["kite"])
+
+
+def test_command_line_reports_bad_input_in_one_line(tiny_pipeline_dir, teacher, tmp_path):
+    from typer.testing import CliRunner
+
+    from synthscene.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "out"
+    settings = tmp_path / "settings.yaml"
+    settings.write_text("images_per_base_class: 1\nimages_per_novel_class: 1\nsteps_per_image: 2\n")
+    base = ["train-grounding", "--model", str(tiny_pipeline_dir), "--out", str(out), "--config", str(settings)]
+    result = runner.invoke(app, [*base, "--teacher", str(teacher), "--base", "ball,kite", "--novel", "star"])
+    assert result.exit_code == 2 and "does not know the base class(es) kite" in result.output
+    result = runner.invoke(app, [*base, "--teacher", str(teacher), "--base", "ball", "--novel", "ball"])
+    assert result.exit_code == 2 and "both base and novel" in result.output
+    settings.write_text("learning_rate: -1\n")
+    result = runner.invoke(app, [*base, "--teacher", str(teacher), "--base", "ball"])
+    assert result.exit_code == 2 and "learning_rate" in result.output
+    assert not out.exists()
