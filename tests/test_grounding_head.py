@@ -96,5 +96,5 @@ def test_head_learns_where_objects_are():
     from torchvision.ops import box_convert, box_iou
 
     ious = [box_iou(p["boxes"][:1], box_convert(t["boxes"], "cxcywh", "xyxy") * 8)[0, 0] for p, t in zip(top, targets)]
-    assert float(losses["loss"]) < 0.5 * first
+    assert losses["loss"].item() < 0.5 * first
     assert torch.stack(ious).mean() > 0.5

@@ -39,7 +39,7 @@ def test_train_grounding_stages_and_exact_resume(tiny_pipeline_dir, teacher, tmp
     config = _config(tiny_pipeline_dir, teacher)
     straight = train_grounding(config, tmp_path / "straight", progress=False)
     for name in ("config.json", "run.json", "prompts.jsonl", "pseudo_labels.json", "train_log.jsonl",
-                 "head.safetensors", "head.json"):
+                 "head.safetensors", "head_ema.safetensors", "head.json"):
         assert (straight / name).is_file(), name
     assert len(list((straight / "generated").glob("shard-*.npz"))) == 3  # 12 images in fives
     labels = json.loads((straight / "pseudo_labels.json").read_text())
@@ -63,8 +63,9 @@ def test_train_grounding_stages_and_exact_resume(tiny_pipeline_dir, teacher, tmp
         train_grounding(config, tmp_path / "resumed", progress=False)
     monkeypatch.setattr(grounding_train, "_save_checkpoint", real_save)
     resumed = train_grounding(config, tmp_path / "resumed", resume=True, progress=False)
-    a, b = load_file(straight / "head.safetensors"), load_file(resumed / "head.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    for name in ("head.safetensors", "head_ema.safetensors"):
+        a, b = load_file(straight / name), load_file(resumed / name)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
     assert (straight / "train_log.jsonl").read_text() == (resumed / "train_log.jsonl").read_text()
     # a head retrained with other settings from the same images
     retrained = train_grounding(_config(tiny_pipeline_dir, teacher, steps=4), tmp_path / "retrained",

@@ -13,7 +13,8 @@
    images without a box dropped) and base and novel batches alternate. Checkpoints every
    ``checkpoint_every`` steps; a batch is drawn from (seed, step), so a resumed run trains
    exactly as an uninterrupted one;
-5. save ``head.safetensors`` (the EMA weights) and ``head.json`` (what they read).
+5. save ``head.safetensors`` (the trained weights), ``head_ema.safetensors`` (the EMA) and
+   ``head.json`` (what they read).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from synthscene.plan import list_objects, sample_seed
 from synthscene.provenance import run_record
 from synthscene.train.loop import load_latest_checkpoint, save_checkpoint, truncate_log, warmup_cosine
 
-HEAD_FILE, HEAD_INFO = "head.safetensors", "head.json"
+HEAD_FILE, EMA_FILE, HEAD_INFO = "head.safetensors", "head_ema.safetensors", "head.json"
 
 
 class HeadSettings(BaseModel):
@@ -394,7 +395,11 @@ def _train(pipe, config: GroundingTrainConfig, items, latents, timestep, labels,
             log.flush()
             _save_checkpoint(out, step + 1, head, ema, optimizer)
     log.close()
-    save_file({k: v.contiguous() for k, v in ema.module.state_dict().items()}, out / HEAD_FILE)
+    # the trained weights are the head; the EMA (the self-training teacher) is kept beside them:
+    # averaged from the first step, it boxed the embedded model's training images at IoU 0.45
+    # against the teacher's boxes where the trained weights reached 0.85
+    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, out / HEAD_FILE)
+    save_file({k: v.contiguous() for k, v in ema.module.state_dict().items()}, out / EMA_FILE)
     write_json(out / HEAD_INFO, {
         "head": head_config.model_dump(mode="json"), "model": config.model,
         "model_fingerprint": model_fingerprint(config.model), "base_classes": list(config.base_classes),
