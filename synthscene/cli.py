@@ -175,6 +175,8 @@ def train(
     image_root: Annotated[list[str] | None, typer.Option(
         help="Detection: image folder of a COCO source. With one --data, repeat it for several folders tried in "
              "order; with several, give one per --data in order (join folders with ':', '' for the default).")] = None,
+    classes: Annotated[str | None, typer.Option(help="Detection: train on these categories only, comma-separated "
+                                                     "(e.g. the base classes of a grounding teacher).")] = None,
 ):
     """Train a torchvision detector or segmenter on one or more datasets, mixed by weight."""
     from synthscene.train.data import Source, assign_image_roots
@@ -184,7 +186,8 @@ def train(
     sources = tuple(Source.parse(d, r) for d, r in zip(data, roots))
     config = DownstreamConfig(task=task, model=model, sources=sources, steps=steps,
                               batch_size=batch_size, learning_rate=learning_rate, image_size=image_size,
-                              checkpoint_every=checkpoint_every, seed=seed, init=init)
+                              checkpoint_every=checkpoint_every, seed=seed, init=init,
+                              classes=tuple(_names(classes)) if classes else None)
     train_downstream(config, out, resume=resume)
     typer.echo(f"saved {out}/model.safetensors")
 

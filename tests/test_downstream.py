@@ -164,3 +164,20 @@ def test_open_vocab_smoke_profile_writes_results(tmp_path):
     novel_ids = {c["id"] for c in base["categories"] if c["name"] in ("star", "ring")}
     assert len(base["categories"]) == 6 and not [a for a in base["annotations"] if a["category_id"] in novel_ids]
     assert without_annotations_of(base, ["ball"])["categories"] == base["categories"]
+
+
+def test_detection_on_a_subset_of_the_classes(small_world, tmp_path):
+    """A teacher for the grounding head: trained on the base classes only."""
+    from typer.testing import CliRunner
+
+    from synthscene.cli import app
+
+    data = str(small_world / "annotations" / "instances_train.json")
+    base = ["train", "--task", "detection", "--model", "fasterrcnn_mobilenet_v3_large_fpn", "--data", data,
+            "--steps", "1", "--batch-size", "2", "--image-size", "32"]
+    runner = CliRunner()
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "base"), "--classes", "ball,leaf,box,hat"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "base" / "classes.json").read_text()) == ["background", "ball", "leaf", "box", "hat"]
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "bad"), "--classes", "ball,kite"])
+    assert result.exit_code == 2 and "no category kite" in result.output and not (tmp_path / "bad").exists()

@@ -30,7 +30,7 @@ from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset
 
 from synthscene.codecs import IGNORE_INDEX, load_semantic_png
-from synthscene.formats.coco import CocoError, box_masks, load_coco_json, read_coco
+from synthscene.formats.coco import CocoError, box_masks, keep_categories, load_coco_json, read_coco
 
 
 class DatasetError(ValueError):
@@ -102,10 +102,12 @@ class InstanceDataset(Dataset):
     """
 
     def __init__(self, annotation_file: str | Path, reference_classes: list[str] | None = None,
-                 image_roots=None):
+                 image_roots=None, only_classes: list[str] | None = None):
         path = Path(annotation_file)
         try:
             dataset = load_coco_json(path)
+            if only_classes:  # e.g. the base classes: the other objects stay in the images, unlabelled
+                dataset = keep_categories(dataset, only_classes)
             if isinstance(dataset.get("annotations"), list) and not dataset["annotations"]:
                 raise DatasetError(f"{path} has no annotations: nothing to train a detector on")
             self.source = read_coco(path, image_roots or None, dataset=dataset)
@@ -206,15 +208,16 @@ class MixedDataset:
         return torch.multinomial(self.item_weights, count, replacement=True, generator=generator).tolist()
 
 
-def open_sources(task: str, sources: list[Source]) -> MixedDataset:
-    """Open and check every source of a ``task`` ("detection" or "semantic")."""
+def open_sources(task: str, sources: list[Source], only_classes: list[str] | None = None) -> MixedDataset:
+    """Open and check every source of a ``task`` ("detection" or "semantic"); detection
+    sources keep only the annotations of ``only_classes`` when given."""
     if not sources:
         raise DatasetError("give at least one training source")
     opener = InstanceDataset if task == "detection" else SemanticDataset
     datasets, reference = [], None
     for source in sources:
         if task == "detection":
-            dataset = opener(source.path, reference, list(source.image_roots))
+            dataset = opener(source.path, reference, list(source.image_roots), only_classes)
         elif source.image_roots:
             raise DatasetError(f"{source.path}: image roots apply to COCO (detection) sources only")
         else:

@@ -51,6 +51,8 @@ class DownstreamConfig(BaseModel):
     checkpoint_every: int = Field(200, ge=1)
     seed: int = 0
     init: str | None = None  # local weights (safetensors or torch file)
+    # detection: train on these categories only (e.g. an open-vocabulary split's base classes)
+    classes: tuple[str, ...] | None = None
 
     @model_validator(mode="after")
     def _model_fits_task(self):
@@ -59,13 +61,15 @@ class DownstreamConfig(BaseModel):
             raise ValueError(f"model {self.model!r} is not a {self.task} model; choose one of {', '.join(known)}")
         if self.task != "detection" and any(s.image_roots for s in self.sources):
             raise ValueError("image roots apply to COCO (detection) sources only")
+        if self.task != "detection" and self.classes:
+            raise ValueError("classes apply to COCO (detection) sources only")
         return self
 
 
 def train_downstream(config: DownstreamConfig, out: str | Path, resume: bool = False, progress: bool = True) -> Path:
     """Train and save ``out/model.safetensors`` (+ ``config.json``, ``classes.json``)."""
     out = Path(out)
-    data = open_sources(config.task, list(config.sources))
+    data = open_sources(config.task, list(config.sources), list(config.classes) if config.classes else None)
     _check_masks(config, data)
     _log_left_out(data.reports)
     torch.manual_seed(config.seed)
