@@ -64,14 +64,8 @@ SETTINGS = ("real", "synthetic", "real+synthetic")
 def run_experiment(profile_name: str, out: str | Path, synthetic_runs: list[str] | None = None,
                    progress: bool = True) -> list[dict]:
     """Run the experiment into ``out`` (see the module docstring); returns the records."""
-    if profile_name not in PROFILES:
-        raise ValueError(f"unknown profile {profile_name!r}; choose one of {', '.join(PROFILES)}")
-    profile = PROFILES[profile_name]
-    out = Path(out)
-    refuse_nonempty_output(out, "choose another --out")
-    make_dir(out)
-    write_json(out / "run.json", run_record({"profile": profile_name, **profile.__dict__,
-                                             "synthetic_runs": synthetic_runs}), indent=2)
+    profile = choose_profile(PROFILES, profile_name)
+    out = start_experiment(out, {"profile": profile_name, **profile.__dict__, "synthetic_runs": synthetic_runs})
 
     # 1. data: the real world, its fractions, the synthetic runs and their exports
     from synthscene.world.build import write_world
@@ -103,6 +97,21 @@ def run_experiment(profile_name: str, out: str | Path, synthetic_runs: list[str]
     (out / "results.md").write_text(results_table(records, profile_name))
     plot_results(records, out / "results.png")
     return records
+
+
+def choose_profile(profiles: dict, name: str):
+    if name not in profiles:
+        raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(profiles)}")
+    return profiles[name]
+
+
+def start_experiment(out: str | Path, config: dict) -> Path:
+    """Make an experiment's (new or empty) output folder and record its resolved config."""
+    out = Path(out)
+    refuse_nonempty_output(out, "choose another --out")
+    make_dir(out)
+    write_json(out / "run.json", run_record(config), indent=2)
+    return out
 
 
 def _percent(fraction: float) -> str:

@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from synthscene.io import make_dir, refuse_nonempty_output, write_json, write_text
-from synthscene.provenance import run_record
+from synthscene.io import write_json, write_text
 
 BASE, NOVEL = ("ball", "leaf", "box", "hat"), ("star", "ring")
 SETTINGS = ("real base", "real base + synthetic", "real all (upper bound)")
@@ -76,6 +75,7 @@ def without_annotations_of(dataset: dict, names) -> dict:
 def run_open_vocab(profile_name: str, out: str | Path, model: str = "embedded", progress: bool = True) -> list[dict]:
     """Run the experiment into ``out`` (see the module docstring); returns the records."""
     from synthscene.engine import run_spec
+    from synthscene.experiment import choose_profile, start_experiment
     from synthscene.formats.coco import keep_categories
     from synthscene.formats.export import export_run
     from synthscene.grounding.train import GroundingTrainConfig, train_grounding
@@ -85,14 +85,9 @@ def run_open_vocab(profile_name: str, out: str | Path, model: str = "embedded", 
     from synthscene.world import CLASS_NAMES
     from synthscene.world.build import write_world
 
-    if profile_name not in OPEN_VOCAB_PROFILES:
-        raise ValueError(f"unknown profile {profile_name!r}; choose one of {', '.join(OPEN_VOCAB_PROFILES)}")
-    profile = OPEN_VOCAB_PROFILES[profile_name]
-    out = Path(out)
-    refuse_nonempty_output(out, "choose another --out")
-    make_dir(out)
-    write_json(out / "run.json", run_record({"profile": profile_name, **profile.__dict__, "model": model,
-                                             "base": BASE, "novel": NOVEL}), indent=2)
+    profile = choose_profile(OPEN_VOCAB_PROFILES, profile_name)
+    out = start_experiment(out, {"profile": profile_name, **profile.__dict__, "model": model, "base": BASE,
+                                 "novel": NOVEL})
 
     # 1. data
     world = write_world(out / "data" / "world", n_train=profile.real_images, n_val=profile.val_images, seed=0,

@@ -21,3 +21,16 @@ def shard_digest(root: Path) -> str:
         if path.is_file():
             digest.update(str(path.relative_to(root)).encode() + path.read_bytes())
     return digest.hexdigest()
+
+
+def crash_after_checkpoint(monkeypatch, module, step: int) -> None:
+    """Make ``module._save_checkpoint`` raise right after writing the checkpoint of ``step``
+    (a simulated crash for resume tests); ``monkeypatch.undo()`` restores it."""
+    real_save = module._save_checkpoint
+
+    def save_then_crash(out, saved_step, *args):
+        real_save(out, saved_step, *args)
+        if saved_step == step:
+            raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(module, "_save_checkpoint", save_then_crash)

@@ -12,6 +12,7 @@ from synthscene.formats.export import export_run
 from synthscene.train import downstream
 from synthscene.train.data import DatasetError, Source, open_sources
 from synthscene.train.downstream import DownstreamConfig, evaluate_trained, train_downstream
+from tests.helpers import crash_after_checkpoint
 
 
 def _semantic_config(world, **overrides):
@@ -36,17 +37,10 @@ def test_semantic_training_learns_and_evaluates(small_world, tmp_path):
 def test_resume_after_a_crash_gives_the_same_weights(small_world, tmp_path, monkeypatch):
     config = _semantic_config(small_world, steps=8, checkpoint_every=4)
     straight = train_downstream(config, tmp_path / "straight", progress=False)
-    real_save = downstream._save_checkpoint
-
-    def crash_after_first_checkpoint(out, step, model, optimizer):
-        real_save(out, step, model, optimizer)
-        if step == 4:
-            raise RuntimeError("simulated crash")
-
-    monkeypatch.setattr(downstream, "_save_checkpoint", crash_after_first_checkpoint)
-    with pytest.raises(RuntimeError):
+    crash_after_checkpoint(monkeypatch, downstream, 4)
+    with pytest.raises(RuntimeError, match="simulated crash"):
         train_downstream(config, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(downstream, "_save_checkpoint", real_save)
+    monkeypatch.undo()
     resumed = train_downstream(config, tmp_path / "resumed", resume=True, progress=False)
     a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from synthscene.formats.coco import CocoError, keep_categories
 from synthscene.grounding import train as grounding_train
 from synthscene.grounding.train import GroundingTrainConfig, plan_prompts, train_grounding
-from tests.helpers import BASE, NOVEL
+from tests.helpers import BASE, NOVEL, crash_after_checkpoint
 
 
 def _config(pipeline, teacher, **overrides):
@@ -51,17 +51,10 @@ def test_train_grounding_stages_and_exact_resume(tiny_pipeline_dir, teacher, tmp
         assert info["image_size"] == list(shard["images"].shape[1:3])
     assert info["novel_classes"] == list(NOVEL)
 
-    real_save = grounding_train._save_checkpoint
-
-    def crash_after_first_checkpoint(out, step, *args):
-        real_save(out, step, *args)
-        if step == 3:
-            raise RuntimeError("simulated crash")
-
-    monkeypatch.setattr(grounding_train, "_save_checkpoint", crash_after_first_checkpoint)
-    with pytest.raises(RuntimeError):
+    crash_after_checkpoint(monkeypatch, grounding_train, 3)
+    with pytest.raises(RuntimeError, match="simulated crash"):
         train_grounding(config, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(grounding_train, "_save_checkpoint", real_save)
+    monkeypatch.undo()
     resumed = train_grounding(config, tmp_path / "resumed", resume=True, progress=False)
     for name in ("head.safetensors", "head_ema.safetensors"):
         a, b = load_file(straight / name), load_file(resumed / name)
