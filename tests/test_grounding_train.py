@@ -34,6 +34,19 @@ def test_prompts_name_one_or_two_classes_of_their_group(tiny_pipeline_dir, teach
     assert plan_prompts(_config(tiny_pipeline_dir, teacher, images_per_base_class=20)) == items
 
 
+def test_a_flipped_image_has_mirrored_features_and_boxes():
+    features = torch.zeros(2, 3, 4, 8)
+    features[:, :, :, 0] = 1.0  # something at the left edge of both images
+    cache = grounding_train.FeatureCache([7, 9], [features])
+    assert cache.levels == ((4, 8, 3),)
+    kept, flipped = cache.batch([9, 7], torch.tensor([False, True]))[0]
+    assert kept.dtype == torch.float32 and (kept[:, :, 0] == 1).all() and (flipped[:, :, -1] == 1).all()
+    assert flipped[:, :, :-1].abs().sum() == 0
+    box = [[0.0, 2.0, 4.0, 6.0]]  # xyxy pixels of a 16 x 16 image
+    plain, mirrored = (grounding_train._targets(box, [0], (16, 16), flip)["boxes"][0] for flip in (False, True))
+    assert plain.tolist() == [0.125, 0.25, 0.25, 0.25] and mirrored.tolist() == [0.875, 0.25, 0.25, 0.25]
+
+
 @pytest.mark.slow
 def test_train_grounding_stages_and_exact_resume(tiny_pipeline_dir, teacher, tmp_path, monkeypatch):
     config = _config(tiny_pipeline_dir, teacher)

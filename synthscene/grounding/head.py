@@ -2,12 +2,22 @@
 
 A small DETR-style decoder (plain torch). Each feature level goes through a 1x1 conv and
 GroupNorm to a common width and is flattened into one memory with sine positions and a
-level embedding. Learned queries, each with a reference box, pass through decoder layers
-of self-attention, cross-attention to the class embeddings, cross-attention to the memory
-and an MLP; every layer refines the boxes (as Deformable DETR, which converges far faster
-than plain DETR) and is supervised (auxiliary losses). A query's class logits are dot
-products between its projection and the class embeddings, so classes are open: an
-image is scored only against the classes it is given (its prompt's).
+level embedding. Every memory token proposes a box around its own position (scored against
+the image's classes); the best-scoring ones become the queries' reference boxes (the
+language-guided query selection of Grounding DINO, Deformable DETR's two-stage scheme), so
+queries start on the objects rather than at learned places. Learned query contents pass
+through decoder layers of self-attention, cross-attention to the class embeddings,
+cross-attention to the memory and an MLP; every layer refines the boxes and is supervised
+(auxiliary losses), and so are the selected proposals.
+
+A query's logit for class k is its objectness plus how much more it resembles k than the
+image's other classes: the dot product between its projection and k's embedding, minus the
+mean of those over the classes the image is given (its prompt's). Classes are open (a name
+is just an embedding) and an image's classes compete only with each other. Why the split:
+with a handful of base classes no map from queries to text embeddings can be learnt that
+also places a never-seen class's embedding; an image that names one class needs none
+(its relative term is zero and objectness, learnt on every class, decides alone), and
+self-training on such images teaches the new classes the rest.
 """
 
 from __future__ import annotations
@@ -85,31 +95,38 @@ class GroundingHead(nn.Module):
         self.level_embedding = nn.Parameter(torch.zeros(len(config.levels), width))
         self.text_projection = nn.Linear(config.text_dim, width)
         self.query_content = nn.Embedding(config.queries, width)
-        # reference boxes (cx, cy, w, h) in logit space: spread over the image, small
-        self.reference = nn.Parameter(torch.cat([inverse_sigmoid(torch.rand(config.queries, 2)),
-                                                 torch.full((config.queries, 2), -2.0)], dim=1))
+        self.proposal = nn.Sequential(nn.Linear(width, width), nn.LayerNorm(width))
+        self.proposal_delta = MLP([width, width, width, 4])
         self.query_position = MLP([2 * width, width, width])
         self.layers = nn.ModuleList(DecoderLayer(width, config.heads) for _ in range(config.layers))
         self.box_delta = MLP([width, width, width, 4])
         self.class_projection = nn.Linear(width, width)
-        # focal-loss prior: every class starts at probability 0.01 (RetinaNet)
-        self.class_bias = nn.Parameter(torch.tensor(-math.log(99.0)))
-        nn.init.zeros_(self.box_delta[-1].weight)
-        nn.init.zeros_(self.box_delta[-1].bias)
+        # objectness is the similarity to one learned "object" embedding, read through the same
+        # projections as the class names: a plain linear score learned where the objects are
+        # about twice slower (the toy task of the tests: mean IoU 0.26 against 0.55 at 300 steps)
+        self.object_embedding = nn.Parameter(torch.randn(config.text_dim))
+        # focal-loss prior: every query starts at probability 0.01 (RetinaNet)
+        self.object_bias = nn.Parameter(torch.tensor(-math.log(99.0)))
+        for delta in (self.box_delta, self.proposal_delta):
+            nn.init.zeros_(delta[-1].weight)
+            nn.init.zeros_(delta[-1].bias)
 
-    def memory(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B, N, width] tokens of every level and their positions."""
-        tokens, positions = [], []
+    def memory(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """[B, N, width] tokens of every level, their positions and [N, 4] logit-space anchor
+        boxes (the token's centre, 0.05 x 2^level wide as Deformable DETR's proposals)."""
+        tokens, positions, anchors = [], [], []
         for level, (projection, feature) in enumerate(zip(self.inputs, features)):
             x = projection(feature)
             h, w = x.shape[-2:]
             ys, xs = torch.meshgrid((torch.arange(h, device=x.device) + 0.5) / h,
                                     (torch.arange(w, device=x.device) + 0.5) / w, indexing="ij")
-            position = sine_embedding(torch.stack([xs, ys], -1).flatten(0, 1), self.config.width)
+            centres = torch.stack([xs, ys], -1).flatten(0, 1)
+            position = sine_embedding(centres, self.config.width)
             tokens.append(x.flatten(2).transpose(1, 2))
             positions.append(position[None] + self.level_embedding[level])
+            anchors.append(inverse_sigmoid(torch.cat([centres, torch.full_like(centres, 0.05 * 2**level)], -1)))
         memory = torch.cat(tokens, 1)
-        return memory, torch.cat(positions, 1).expand(memory.shape[0], -1, -1)
+        return memory, torch.cat(positions, 1).expand(memory.shape[0], -1, -1), torch.cat(anchors)
 
     def forward(self, features: list[torch.Tensor], classes: torch.Tensor, class_mask: torch.Tensor) -> dict:
         """
@@ -118,28 +135,44 @@ class GroundingHead(nn.Module):
             classes: float [B, K, text_dim] class embeddings given to each image.
             class_mask: bool [B, K], True where the image has that class (padding False).
         Returns:
-            {"logits": [L, B, Q, K] (-inf where the class is not given), "boxes": [L, B, Q, 4]
-            normalised (cx, cy, w, h)}, one entry per decoder layer, the last is the output.
+            {"logits": [L + 1, B, Q, K] (-inf where the class is not given), "boxes":
+            [L + 1, B, Q, 4] normalised (cx, cy, w, h)}: the selected proposals, then one
+            entry per decoder layer; the last is the output.
         """
         self.check(features)
-        memory, memory_pos = self.memory(features)
+        memory, memory_pos, anchors = self.memory(features)
         text = self.text_projection(classes)
-        batch = memory.shape[0]
-        queries = self.query_content.weight[None].expand(batch, -1, -1)
-        reference = self.reference[None].expand(batch, -1, -1)  # logit space
+        batch, queries_count = memory.shape[0], self.config.queries
+        # every token proposes a box; the queries start from the best-scoring ones
+        proposed = self.proposal(memory)
+        token_logits = self.class_logits(proposed, text, class_mask)
+        top = token_logits.max(-1).values.topk(min(queries_count, memory.shape[1]), dim=1).indices  # [B, Q]
+        chosen = proposed.gather(1, top[..., None].expand(-1, -1, proposed.shape[-1]))
+        reference = anchors[top] + self.proposal_delta(chosen)  # logit space
+        logits = [token_logits.gather(1, top[..., None].expand(-1, -1, token_logits.shape[-1]))]
+        boxes = [reference.sigmoid()]
+        queries = self.query_content.weight[None, : top.shape[1]].expand(batch, -1, -1)
         padding = ~class_mask
         padding[padding.all(1), 0] = False  # an image given no class: attention must see one key
-        logits, boxes = [], []
         for layer in self.layers:
             query_pos = self.query_position(sine_embedding(reference.sigmoid()[..., :2].detach(), 2 * self.config.width))
             queries = layer(queries, query_pos, text, padding, memory, memory_pos)
             reference = reference.detach() + self.box_delta(queries)
             boxes.append(reference.sigmoid())
-            # a plain dot product, as Grounding DINO's: scaled by 1 / sqrt(width) it learned which
-            # query holds the object several times slower (a toy task: 600 steps instead of 300)
-            score = torch.einsum("bqd,bkd->bqk", self.class_projection(queries), text) + self.class_bias
-            logits.append(score.masked_fill(~class_mask[:, None, :], float("-inf")))
+            logits.append(self.class_logits(queries, text, class_mask))
         return {"logits": torch.stack(logits), "boxes": torch.stack(boxes)}
+
+    def class_logits(self, queries: torch.Tensor, text: torch.Tensor, class_mask: torch.Tensor) -> torch.Tensor:
+        """[B, Q, K]: objectness + similarity relative to the image's given classes."""
+        # a plain dot product, as Grounding DINO's: scaled by 1 / sqrt(width) it learned which
+        # query holds the object several times slower (a toy task: 600 steps instead of 300)
+        projected = self.class_projection(queries)
+        similarity = torch.einsum("bqd,bkd->bqk", projected, text)
+        given = class_mask[:, None, :].float()
+        mean = (similarity * given).sum(-1, keepdim=True) / given.sum(-1, keepdim=True).clamp(min=1)
+        objectness = projected @ self.text_projection(self.object_embedding) + self.object_bias
+        score = objectness[..., None] + similarity - mean
+        return score.masked_fill(~class_mask[:, None, :], float("-inf"))
 
     def check(self, features: list[torch.Tensor]) -> None:
         got = tuple((int(f.shape[-2]), int(f.shape[-1]), int(f.shape[1])) for f in features)

@@ -7,12 +7,14 @@
 3. the teacher (a ``synthscene train --task detection`` run on real base-class data) labels
    the base images: boxes of the prompt's classes with score >= ``teacher_threshold``
    (``pseudo_labels.json``); images left without a box are dropped and counted;
-4. train the head on the last step's features, re-computed from the latents by one guided
-   denoiser call: base batches first; from ``self_training_from`` of the schedule an EMA
-   copy of the head labels novel batches (score > ``novel_threshold``, prompt classes only,
+4. train the head on the last step's features, computed once per image from its latents
+   by one guided denoiser call and kept in memory (float16; the denoiser is frozen, so they
+   never change), each batch image flipped left-right at random: base batches first; from
+   ``self_training_from`` of the schedule an EMA copy of the head (started there from the
+   trained weights) labels novel batches (score > ``novel_threshold``, prompt classes only,
    images without a box dropped) and base and novel batches alternate. Checkpoints every
-   ``checkpoint_every`` steps; a batch is drawn from (seed, step), so a resumed run trains
-   exactly as an uninterrupted one;
+   ``checkpoint_every`` steps; a batch and its flips are drawn from (seed, step), so a
+   resumed run trains exactly as an uninterrupted one;
 5. save ``head.safetensors`` (the trained weights), ``head_ema.safetensors`` (the EMA) and
    ``head.json`` (what they read).
 """
@@ -74,6 +76,7 @@ class GroundingTrainConfig(BaseModel):
     grad_clip: float = Field(0.1, gt=0)
     ema_momentum: float = Field(0.999, ge=0, lt=1)
     self_training_from: float = Field(0.5, ge=0, le=1)  # share of the schedule
+    flip: bool = True  # flip each batch image (features and boxes) left-right with probability 1/2
     head: HeadSettings = HeadSettings()
     loss: LossWeights = LossWeights()
     checkpoint_every: int = Field(200, ge=1)
@@ -314,12 +317,54 @@ def _class_inputs(embeddings: torch.Tensor, config: GroundingTrainConfig, batch:
     return classes, mask
 
 
-def _targets(boxes_xyxy: list, classes: list, size: tuple[int, int]) -> dict:
+def _targets(boxes_xyxy: list, classes: list, size: tuple[int, int], flip: bool = False) -> dict:
+    """Normalised cxcywh targets of pixel xyxy boxes (mirrored when the image is flipped)."""
     from torchvision.ops import box_convert
 
     height, width = size
     boxes = torch.tensor(boxes_xyxy, dtype=torch.float32).reshape(-1, 4) / torch.tensor([width, height] * 2)
-    return {"classes": torch.tensor(classes, dtype=torch.long), "boxes": box_convert(boxes, "xyxy", "cxcywh")}
+    boxes = box_convert(boxes, "xyxy", "cxcywh")
+    if flip:
+        boxes[:, 0] = 1 - boxes[:, 0]
+    return {"classes": torch.tensor(classes, dtype=torch.long), "boxes": boxes}
+
+
+class FeatureCache:
+    """The last step's features of the training images, computed once (the denoiser is
+    frozen) and kept as float16: 0.8 MB an image for the embedded model."""
+
+    def __init__(self, indices: list[int], features: list[torch.Tensor]):
+        """``features``: one [N, C, h, w] per level, row r belonging to image ``indices[r]``."""
+        self.row = {index: row for row, index in enumerate(indices)}
+        self.features = [f.half() for f in features]
+        self.levels = tuple((int(f.shape[2]), int(f.shape[3]), int(f.shape[1])) for f in features)
+
+    @classmethod
+    def compute(cls, pipe, items: list[PromptItem], latents: torch.Tensor, timestep: int,
+                config: GroundingTrainConfig, progress: bool) -> FeatureCache:
+        from synthscene.grounding.generate import last_step_features
+
+        levels = None
+        chunk = config.generation_batch
+        for start in tqdm(range(0, len(items), chunk), desc="features", disable=not progress):
+            part = items[start : start + chunk]
+            made = last_step_features(pipe, latents[[i.index for i in part]], timestep, [i.prompt for i in part],
+                                      config.guidance)
+            if levels is None:
+                levels = [torch.empty((len(items), *f.shape[1:]), dtype=torch.float16) for f in made]
+            for stored, feature in zip(levels, made):
+                stored[start : start + len(part)] = feature.half()
+        return cls([i.index for i in items], levels)
+
+    def batch(self, indices: list[int], flips: torch.Tensor) -> list[torch.Tensor]:
+        """float32 [B, C, h, w] per level; images where ``flips`` is True mirrored left-right."""
+        rows = [self.row[i] for i in indices]
+        out = []
+        for stored in self.features:
+            feature = stored[rows].float()
+            feature[flips] = feature[flips].flip(-1)
+            out.append(feature)
+        return out
 
 
 def _pseudo_targets(ema, features, classes, mask, threshold: float, size) -> list[dict | None]:
@@ -340,21 +385,22 @@ def _train(pipe, config: GroundingTrainConfig, items, latents, timestep, labels,
     from safetensors.torch import save_file
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-    from synthscene.grounding.generate import last_step_features
     from synthscene.models.info import model_fingerprint
 
     size = tuple(int(s) for s in size)
     base = [i for i in items if i.group == "base" and i.index in labels]
     novel = [i for i in items if i.group == "novel"]
-    probe = last_step_features(pipe, latents[:1], timestep, [items[0].prompt], config.guidance)
-    head_config = HeadConfig(levels=tuple((f.shape[2], f.shape[3], f.shape[1]) for f in probe),
-                             text_dim=embeddings.shape[1], **config.head.model_dump())
+    cache = FeatureCache.compute(pipe, base + novel, latents, timestep, config, progress)
+    head_config = HeadConfig(levels=cache.levels, text_dim=embeddings.shape[1], **config.head.model_dump())
     torch.manual_seed(config.seed)
     head = GroundingHead(head_config).to(device)
     ema = AveragedModel(head, multi_avg_fn=get_ema_multi_avg_fn(config.ema_momentum))
     optimizer = torch.optim.AdamW(head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     start = _load_checkpoint(out, head, ema, optimizer)
     self_training = round(config.self_training_from * config.steps)
+    # the EMA starts from the trained weights where self-training starts: averaged from the
+    # random init, 0.999 ** 1000 = 37 % of it was still the init after 1,000 steps
+    ema_from = min(self_training, config.steps - 1)
     log = open(out / "train_log.jsonl", "a")
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="train grounding head",
                disable=not progress)
@@ -365,8 +411,8 @@ def _train(pipe, config: GroundingTrainConfig, items, latents, timestep, labels,
         use_novel = bool(novel) and step >= self_training and (step - self_training) % 2 == 1
         pool = novel if use_novel else base
         batch = [pool[i] for i in torch.randint(len(pool), (config.batch_size,), generator=generator).tolist()]
-        features = [f.to(device) for f in last_step_features(
-            pipe, latents[[i.index for i in batch]], timestep, [i.prompt for i in batch], config.guidance)]
+        flips = (torch.rand(len(batch), generator=generator) < 0.5) & config.flip
+        features = [f.to(device) for f in cache.batch([i.index for i in batch], flips)]
         classes, mask = _class_inputs(embeddings, config, batch)
         classes, mask = classes.to(device), mask.to(device)
         if use_novel:
@@ -376,7 +422,8 @@ def _train(pipe, config: GroundingTrainConfig, items, latents, timestep, labels,
             targets = [targets[b] for b in kept]
             features, classes, mask = [f[kept] for f in features], classes[kept], mask[kept]
         else:
-            targets = [_targets(labels[i.index]["boxes"], labels[i.index]["classes"], size) for i in batch]
+            targets = [_targets(labels[i.index]["boxes"], labels[i.index]["classes"], size, flip)
+                       for i, flip in zip(batch, flips.tolist())]
         row = {"step": step, "group": "novel" if use_novel else "base", "images": len(targets)}
         if targets:
             targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
@@ -389,15 +436,14 @@ def _train(pipe, config: GroundingTrainConfig, items, latents, timestep, labels,
                 raise FloatingPointError(f"loss became {losses['loss'].item()} at step {step}; lower the learning rate")
             row.update({k: round(v.item(), 5) for k, v in losses.items()})
             bar.set_postfix(loss=f"{losses['loss'].item():.3f}", group=row["group"])
-        ema.update_parameters(head)
+        if step >= ema_from:
+            ema.update_parameters(head)  # the first update copies the weights
         log.write(json.dumps(row) + "\n")
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
             log.flush()
             _save_checkpoint(out, step + 1, head, ema, optimizer)
     log.close()
-    # the trained weights are the head; the EMA (the self-training teacher) is kept beside them:
-    # averaged from the first step, it boxed the embedded model's training images at IoU 0.45
-    # against the teacher's boxes where the trained weights reached 0.85
+    # the trained weights are the head; the EMA (the self-training teacher) is kept beside them
     save_file({k: v.contiguous() for k, v in head.state_dict().items()}, out / HEAD_FILE)
     save_file({k: v.contiguous() for k, v in ema.module.state_dict().items()}, out / EMA_FILE)
     write_json(out / HEAD_INFO, {
