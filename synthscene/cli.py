@@ -23,11 +23,24 @@ def _friendly_errors(func):
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except (ValueError, FileNotFoundError, FileExistsError, PermissionError, OSError) as err:
-            typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        # OSError: a missing file, no permission, a full disk; FloatingPointError: a diverged loss
+        except (ValueError, OSError, FloatingPointError) as err:
+            typer.secho(f"error: {_one_line(err)}", fg=typer.colors.RED, err=True)
             raise typer.Exit(code=2) from None
 
     return wrapper
+
+
+def _one_line(err: Exception) -> str:
+    from pydantic import ValidationError
+
+    from synthscene.spec import validation_error_line
+
+    if isinstance(err, ValidationError):
+        return f"{err.title}: {validation_error_line(err)}"
+    if isinstance(err, OSError) and err.filename and str(err.filename) not in str(err):
+        return f"{err.filename}: {err.strerror or err}"
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 @app.command()
@@ -149,11 +162,13 @@ def export(
     negatives: Annotated[str, typer.Option(help="LVIS: 'none', or 'unnamed' to declare classes the prompt "
                                                 "did not name absent (neg_category_ids).")] = "none",
     overwrite: bool = False,
+    allow_partial: Annotated[bool, typer.Option(help="Export an unfinished run's finished shards (export.json "
+                                                     "records how many).")] = False,
 ):
     """Export a run's samples as COCO / LVIS instances (RLE) or a VOC-style segmentation set."""
     from synthscene.formats.export import export_run
 
-    export_run(run, format, out, overwrite=overwrite, negatives=negatives)
+    export_run(run, format, out, overwrite=overwrite, negatives=negatives, allow_partial=allow_partial)
     typer.echo(f"wrote {format} export of {run} to {out}")
 
 
@@ -167,6 +182,7 @@ def train(
     steps: int = 1000,
     batch_size: int = 8,
     learning_rate: float = 0.02,
+    warmup_steps: Annotated[int, typer.Option(help="Linear learning-rate warm-up, then cosine decay.")] = 100,
     image_size: Annotated[int, typer.Option(help="Detectors: resized min side; segmenters: input side.")] = 128,
     checkpoint_every: int = 200,
     seed: int = 0,
@@ -185,8 +201,8 @@ def train(
     roots = assign_image_roots(len(data), image_root)
     sources = tuple(Source.parse(d, r) for d, r in zip(data, roots))
     config = DownstreamConfig(task=task, model=model, sources=sources, steps=steps,
-                              batch_size=batch_size, learning_rate=learning_rate, image_size=image_size,
-                              checkpoint_every=checkpoint_every, seed=seed, init=init,
+                              batch_size=batch_size, learning_rate=learning_rate, warmup_steps=warmup_steps,
+                              image_size=image_size, checkpoint_every=checkpoint_every, seed=seed, init=init,
                               classes=tuple(_names(classes)) if classes else None)
     train_downstream(config, out, resume=resume)
     typer.echo(f"saved {out}/model.safetensors")
@@ -213,15 +229,12 @@ def train_grounding_command(
     device: Annotated[str, typer.Option(help="Torch device, e.g. cuda.")] = "cpu",
 ):
     """Train a grounding head (InstaGen): boxes for base and novel classes from the generator's features."""
-    import yaml
-
     from synthscene.grounding.train import GroundingTrainConfig, train_grounding
+    from synthscene.spec import load_yaml
 
     values = {}
     if config is not None:
-        if not config.is_file():
-            raise FileNotFoundError(f"config file {config} does not exist")
-        values = yaml.safe_load(config.read_text()) or {}
+        values = load_yaml(config, "config file") or {}
         if not isinstance(values, dict):
             raise ValueError(f"{config}: expected a mapping of settings")
     values.update({"teacher": teacher, "model": model, "base_classes": _names(base), "novel_classes": _names(novel)})
@@ -335,11 +348,12 @@ def gallery(
     run: Annotated[Path, typer.Option("--in", help="A run folder written by generate --spec.")],
     out: Annotated[Path | None, typer.Option(help="Gallery folder (default: RUN/gallery).")] = None,
     limit: Annotated[int | None, typer.Option(help="Show at most this many samples.")] = None,
+    allow_partial: Annotated[bool, typer.Option(help="Show an unfinished run's finished shards.")] = False,
 ):
     """Write a static HTML gallery of a run: image, mask overlay, boxes, prompt, scores."""
     from synthscene.report.gallery import write_gallery
 
-    page = write_gallery(run, out, limit=limit)
+    page = write_gallery(run, out, limit=limit, allow_partial=allow_partial)
     typer.echo(f"wrote {page}")
 
 

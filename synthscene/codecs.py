@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 
 IGNORE_INDEX = 255  # semantic masks: pixels nobody should be scored or trained on
@@ -80,3 +80,23 @@ def load_semantic_png(path: str | Path) -> np.ndarray:
         if image.mode != "P" and image.mode != "L":
             raise ValueError(f"{path}: expected a palette or greyscale PNG, got mode {image.mode}")
         return np.array(image)
+
+
+# ---- image files ----------------------------------------------------------------------
+
+
+class UndecodableImageError(ValueError):
+    """An image file that is missing, truncated or not an image."""
+
+
+def check_image_decodes(path: str | Path) -> None:
+    """Decode ``path`` fully (``verify`` alone misses a truncated PNG or JPEG), so a bad
+    file is refused by name before training starts rather than crashing a run mid-way."""
+    path = Path(path)
+    if not path.is_file():
+        raise UndecodableImageError(f"image {path} does not exist")
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise UndecodableImageError(f"image {path} is corrupt or not an image ({err})") from None

@@ -1,10 +1,11 @@
 """Filesystem helpers: outputs appear whole or not at all.
 
 - ``atomic_output_dir``: a whole output folder, renamed into place when complete.
-- ``write_text`` / ``write_json`` / ``write_jsonl``: one file, through a temporary file and
+- ``write_bytes`` / ``write_text`` / ``write_json`` / ``write_jsonl``: one file, through a temporary file and
   an atomic rename.
 - ``replace_dir``: move a finished temporary folder over its final name.
 - ``refuse_nonempty_output``: the one check (and message) for an output that already holds files.
+- ``naming_write_errors``: an OS error while writing (a full disk) names the path.
 """
 
 from __future__ import annotations
@@ -19,6 +20,25 @@ from pathlib import Path
 
 class OutputExistsError(FileExistsError):
     pass
+
+
+class WriteError(OSError):
+    """An OS error while writing, with the path it happened to (``str`` is the message)."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+@contextlib.contextmanager
+def naming_write_errors(path: str | Path):
+    """Give an OS error raised while writing under ``path`` that path: a full disk or a
+    quota says only "No space left on device", without the file it happened to."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename or isinstance(err, (FileExistsError, WriteError)):
+            raise
+        raise WriteError(err.errno, f"cannot write {path}: {err.strerror or err}") from None
 
 
 def refuse_nonempty_output(path: str | Path, hint: str = "use --overwrite") -> None:
@@ -52,14 +72,22 @@ def atomic_output_dir(path: str | Path, overwrite: bool = False):
     make_dir(path.parent)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700; the output gets the user's usual mode
     except OSError as err:
         raise PermissionError(f"cannot write to {path.parent}: {err.strerror}") from err
     try:
-        yield tmp
+        with naming_write_errors(path):
+            yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     replace_dir(tmp, path)
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
 
 
 def replace_dir(tmp: Path, final: Path) -> None:
@@ -69,16 +97,22 @@ def replace_dir(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
 
 
-def write_text(path: str | Path, text: str) -> None:
-    """Write a text file through a temporary file and an atomic rename."""
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write a file through a temporary file and an atomic rename."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        with naming_write_errors(path):
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write a text file through a temporary file and an atomic rename."""
+    write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: str | Path, obj, indent: int | None = None, sort_keys: bool = False) -> None:

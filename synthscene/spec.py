@@ -307,14 +307,32 @@ def validate_spec(data: dict, where: str = "spec") -> DatasetSpec:
 
 def load_spec(path: str | Path) -> DatasetSpec:
     """Read and validate a YAML spec; every problem is reported with its field path."""
+    return validate_spec(load_yaml(path, "spec file"), str(path))
+
+
+def load_yaml(path: str | Path, what: str = "file"):
+    """The data of a YAML file, or one ``SpecError`` line naming the file and the problem."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"spec file {path} does not exist")
+        raise FileNotFoundError(f"{what} {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise SpecError(f"{path} is not a text file") from None
     except yaml.YAMLError as err:
-        raise SpecError(f"{path} is not valid YAML: {err}") from err
-    return validate_spec(data, str(path))
+        raise SpecError(f"{path} is not valid YAML: {yaml_error_line(err)}") from None
+
+
+def validation_error_line(err: ValidationError) -> str:
+    """Pydantic's several-line report as one line: ``field: problem; ...``."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in err.errors())
+
+
+def yaml_error_line(err: yaml.YAMLError) -> str:
+    """PyYAML's several-line message as one line: where, then what."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or (str(err).splitlines() or [type(err).__name__])[0]
+    return (f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else "") + problem
 
 
 def dump_spec(spec: _DatasetBase) -> str:

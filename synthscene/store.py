@@ -28,13 +28,13 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-import yaml
 from PIL import Image
 
 from synthscene.codecs import load_semantic_png, mask_to_rle, rle_to_mask, save_semantic_png
-from synthscene.io import replace_dir
+from synthscene.io import naming_write_errors, replace_dir
+from synthscene.plan import shard_ranges
 from synthscene.records import Instances, Sample
-from synthscene.spec import validate_spec
+from synthscene.spec import SpecError, load_yaml, validate_spec
 
 SHARDS = "shards"
 LOCKS = ".locks"
@@ -118,18 +118,23 @@ def write_shard(root: Path, shard: int, samples: list[Sample]) -> Path:
     final = Path(root) / SHARDS / shard_name(shard)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "images").mkdir(parents=True)
-    (tmp / "semantic").mkdir()
-    lines = []
-    for sample in samples:
-        name = f"{sample.index:07d}.png"
-        Image.fromarray(sample.image).save(tmp / "images" / name)
-        semantic_file = None
-        if sample.semantic is not None:
-            save_semantic_png(sample.semantic, tmp / "semantic" / name)
-            semantic_file = f"semantic/{name}"
-        lines.append(json.dumps(to_record(sample, f"images/{name}", semantic_file), sort_keys=True))
-    (tmp / RECORDS).write_text("".join(line + "\n" for line in lines))
+    try:
+        with naming_write_errors(tmp):
+            (tmp / "images").mkdir(parents=True)
+            (tmp / "semantic").mkdir()
+            lines = []
+            for sample in samples:
+                name = f"{sample.index:07d}.png"
+                Image.fromarray(sample.image).save(tmp / "images" / name)
+                semantic_file = None
+                if sample.semantic is not None:
+                    save_semantic_png(sample.semantic, tmp / "semantic" / name)
+                    semantic_file = f"semantic/{name}"
+                lines.append(json.dumps(to_record(sample, f"images/{name}", semantic_file), sort_keys=True))
+            (tmp / RECORDS).write_text("".join(line + "\n" for line in lines))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # no partial shard is left behind
+        raise
     replace_dir(tmp, final)
     return final
 
@@ -196,9 +201,9 @@ class Run:
         if not spec_file.is_file():
             raise RunError(f"{self.root} has no spec.resolved.yaml: not a synthscene run folder")
         try:
-            data = yaml.safe_load(spec_file.read_text())
-        except yaml.YAMLError as err:
-            raise RunError(f"{spec_file} is not valid YAML: {err}") from None
+            data = load_yaml(spec_file)
+        except SpecError as err:
+            raise RunError(str(err)) from None
         self.spec = validate_spec(_without_foreign_sections(data), str(spec_file))
 
     @property
@@ -228,6 +233,24 @@ class Run:
 
         task_class = method_module(self.spec.method).Task
         return [task_class.from_json(row) for row in self.manifest_rows()]
+
+    @property
+    def num_shards(self) -> int:
+        """Shards the finished run holds."""
+        return len(shard_ranges(self.spec.num_samples, self.spec.shard_size))
+
+    def shards_done(self) -> int:
+        return sum(shard_is_done(self.root, n) for n in range(self.num_shards))
+
+    def completeness(self, allow_partial: bool = False) -> dict:
+        """``{"shards_done", "shards", "complete"}``; an unfinished run (killed, or still
+        being made) is refused with how to finish it, unless ``allow_partial``."""
+        done, total = self.shards_done(), self.num_shards
+        if done < total and not allow_partial:
+            raise RunError(f"{self.root} is not finished: {done} of {total} shards done (finish it with synthscene "
+                           f"generate --spec {self.root / 'spec.resolved.yaml'} --out {self.root} --resume, "
+                           "or pass --allow-partial)")
+        return {"shards_done": done, "shards": total, "complete": done == total}
 
     def shard_folders(self) -> list[Path]:
         folder = self.root / SHARDS

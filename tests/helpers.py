@@ -1,6 +1,10 @@
 """Small helpers shared by the tests."""
 
 import hashlib
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 from synthscene.engine import Execution, run_spec
@@ -34,3 +38,14 @@ def crash_after_checkpoint(monkeypatch, module, step: int) -> None:
             raise RuntimeError("simulated crash")
 
     monkeypatch.setattr(module, "_save_checkpoint", save_then_crash)
+
+
+def sigkill_when(command: list[str], ready, timeout: float = 300) -> None:
+    """Start ``command``, and kill -9 it as soon as ``ready()`` holds (or it exits first)."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while not ready() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGKILL)
+    process.wait()

@@ -1,6 +1,7 @@
 """Downstream training: mixed sources, exact resume, 255 handling, detector + segmenter + eval."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from synthscene.formats.export import export_run
 from synthscene.train import downstream
 from synthscene.train.data import DatasetError, Source, open_sources
 from synthscene.train.downstream import DownstreamConfig, evaluate_trained, train_downstream
-from tests.helpers import crash_after_checkpoint
+from tests.helpers import sigkill_when
 
 
 def _semantic_config(world, **overrides):
@@ -33,18 +34,75 @@ def test_semantic_training_learns_and_evaluates(small_world, tmp_path):
                                                                           "hat", "star", "ring"}
 
 
+def _checkpoint_tensors(run, step):
+    state = torch.load(run / "checkpoints" / f"step-{step:07d}.pt", weights_only=True)
+    return {f"{part}.{k}": v for part in ("model",) for k, v in state[part].items()}
+
+
+def _train_command(config, out):
+    source = config.sources[0].path
+    return [sys.executable, "-m", "synthscene.cli", "train", "--task", config.task, "--model", config.model,
+            "--data", source, "--out", str(out), "--steps", str(config.steps), "--batch-size",
+            str(config.batch_size), "--learning-rate", str(config.learning_rate), "--warmup-steps",
+            str(config.warmup_steps), "--image-size", str(config.image_size), "--checkpoint-every",
+            str(config.checkpoint_every)]
+
+
 @pytest.mark.slow
-def test_resume_after_a_crash_gives_the_same_weights(small_world, tmp_path, monkeypatch):
-    config = _semantic_config(small_world, steps=8, checkpoint_every=4)
+@pytest.mark.parametrize("task", ["detection", "semantic"])
+def test_kill_9_then_resume_gives_the_same_checkpoints_and_weights(task, small_world, tmp_path):
+    """torchvision's RPN / RoI samplers draw from the global generator: seeded per step, a
+    detector resumes exactly, as a segmenter does."""
+    if task == "detection":
+        config = DownstreamConfig(task="detection", model="fasterrcnn_mobilenet_v3_large_fpn",
+                                  sources=[Source(str(small_world / "annotations" / "instances_train.json"))],
+                                  steps=16, batch_size=2, learning_rate=0.02, warmup_steps=1, image_size=32,
+                                  checkpoint_every=4)
+    else:
+        config = _semantic_config(small_world, steps=16, checkpoint_every=4, batch_size=4)
     straight = train_downstream(config, tmp_path / "straight", progress=False)
-    crash_after_checkpoint(monkeypatch, downstream, 4)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        train_downstream(config, tmp_path / "resumed", progress=False)
-    monkeypatch.undo()
-    resumed = train_downstream(config, tmp_path / "resumed", resume=True, progress=False)
+    killed = tmp_path / "killed"
+    sigkill_when(_train_command(config, killed), lambda: (killed / "checkpoints" / "step-0000004.pt").exists())
+    assert not (killed / "model.safetensors").exists()  # killed mid-run, not after it
+    resumed = train_downstream(config, killed, resume=True, progress=False)
+    for step in (8, 12, 16):
+        a, b = _checkpoint_tensors(straight, step), _checkpoint_tensors(resumed, step)
+        assert all(torch.equal(a[k], b[k]) for k in a), f"checkpoint {step} differs"
     a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert len((resumed / "train_log.jsonl").read_text().splitlines()) == 8
+    straight_log = (straight / "train_log.jsonl").read_text()
+    assert (resumed / "train_log.jsonl").read_text() == straight_log and len(straight_log.splitlines()) == 16
+
+
+def test_a_crash_before_the_first_checkpoint_resumes_with_one_log_row_per_step(small_world, tmp_path, monkeypatch):
+    config = _semantic_config(small_world, steps=6, checkpoint_every=100, batch_size=2)
+    real_loss = downstream._loss
+
+    def crash_at_step_3(model, batch, config, calls=[]):  # noqa: B006 (counts the calls)
+        calls.append(1)
+        if len(calls) == 4:
+            raise RuntimeError("simulated crash")
+        return real_loss(model, batch, config)
+
+    monkeypatch.setattr(downstream, "_loss", crash_at_step_3)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_downstream(config, tmp_path / "run", progress=False)
+    monkeypatch.undo()
+    rows = (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()
+    assert len(rows) == 3
+    (tmp_path / "run" / "train_log.jsonl").write_text("\n".join(rows) + '\n{"step": 3, "lo')  # cut by a kill
+    train_downstream(config, tmp_path / "run", resume=True, progress=False)
+    steps = [json.loads(r)["step"] for r in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert steps == list(range(6))
+
+
+def test_a_damaged_log_line_before_the_last_is_an_error(tmp_path):
+    from synthscene.train.loop import truncate_log
+
+    log = tmp_path / "train_log.jsonl"
+    log.write_text('{"step": 0}\nnot json\n{"step": 2}\n')
+    with pytest.raises(ValueError, match="line 2"):
+        truncate_log(log, 1)
 
 
 def test_sources_mix_by_weight_and_match_classes_by_name(small_world, tiny_run, tmp_path):

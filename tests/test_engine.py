@@ -98,6 +98,20 @@ def test_bad_executions_are_refused_before_anything_is_written(tiny_pipeline_dir
         make_run(spec, tmp_path / "never", resume=True)
 
 
+def test_resume_of_a_run_killed_before_its_spec_was_saved_starts_it_afresh(tiny_pipeline_dir, tmp_path, straight):
+    out = tmp_path / "run"
+    (out / ".locks").mkdir(parents=True)  # what a kill during planning leaves
+    (out / "manifest.jsonl").write_text('{"index": 0, "se')
+    make_run(_spec(tiny_pipeline_dir), out, resume=True, threads=1)
+    assert shard_digest(out) == shard_digest(straight)
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    (stranger / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="no spec.resolved.yaml.*notes.txt"):
+        make_run(_spec(tiny_pipeline_dir), stranger, resume=True)
+    assert sorted(p.name for p in stranger.iterdir()) == ["notes.txt"]
+
+
 def test_missing_ray_gives_one_clear_error(tiny_pipeline_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if ray were not installed
     with pytest.raises(ValueError, match=r"synthscene\[ray\]"):

@@ -199,3 +199,28 @@ def test_the_layout_is_planned_into_the_manifest_and_used_from_it(tiny_pipeline_
     generate_mosaics(spec, out, resume=True)
     (sample,) = [s for s in open_run(out).samples() if s.index == 1]
     assert sample.extra["layout"] == json.loads(json.dumps(edited))
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_matches_a_straight_run(tiny_pipeline_dir, tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.helpers import shard_digest, sigkill_when
+
+    spec = validate_spec({
+        "name": "m", "model": str(tiny_pipeline_dir), "num_samples": 8, "shard_size": 1, "method": "mosaic",
+        "classes": [{"name": "ball"}, {"name": "leaf"}], "sampler": {"steps": 2, "guidance": 3.0},
+        "mosaic": {"regions": 2, "prompt_template": "a photo of a {name}"},
+    })
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+    straight = generate_mosaics(spec, tmp_path / "straight")
+    killed = tmp_path / "killed"
+    command = [sys.executable, "-m", "synthscene.cli", "generate", "--spec", str(spec_file), "--out", str(killed)]
+    sigkill_when(command, lambda: (killed / "shards" / "shard-00001").exists())
+    assert not (killed / "shards" / "shard-00007").exists()  # killed mid-run
+    subprocess.run(command + ["--resume"], check=True, capture_output=True)
+    assert shard_digest(killed) == shard_digest(straight)

@@ -1,8 +1,5 @@
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -15,6 +12,7 @@ from synthscene.spec import SpecError, Text2LabelsSpec, load_spec, validate_spec
 from synthscene.store import from_record, open_run
 from tests.helpers import make_run as generate_dataset
 from tests.helpers import shard_digest as _digest
+from tests.helpers import sigkill_when
 
 plan_dataset = text2labels.plan
 
@@ -97,14 +95,8 @@ def test_sigkill_then_resume_matches_a_straight_run(tiny_pipeline_dir, tmp_path)
     straight = generate_dataset(spec, tmp_path / "straight", progress=False)
     command = [sys.executable, "-m", "synthscene.cli", "generate", "--spec", str(spec_file), "--out",
                str(tmp_path / "killed")]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not (tmp_path / "killed" / "shards" / "shard-00001").exists() and time.monotonic() < deadline:
-        if process.poll() is not None:
-            break
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    sigkill_when(command, lambda: (tmp_path / "killed" / "shards" / "shard-00001").exists())
+    assert not (tmp_path / "killed" / "dataset_card.md").exists()  # killed mid-run
     subprocess.run(command + ["--resume"], check=True, capture_output=True)
     assert _digest(tmp_path / "killed") == _digest(straight)
 

@@ -81,8 +81,8 @@ def run_spec(spec, out: str | Path, resume: bool = False, execution: Execution =
     join = resume or execution.num_shards > 1
     if not join:
         refuse_nonempty_output(out, "use --resume to continue it")
-    elif resume and not (out / "manifest.jsonl").is_file():
-        raise FileNotFoundError(f"cannot resume: {out / 'manifest.jsonl'} does not exist")
+    elif resume:
+        _check_resumable(out)
     resolved = dump_spec(spec)
     tasks = None
     if not (out / "spec.resolved.yaml").is_file():
@@ -125,6 +125,20 @@ def _run_shards(spec, out: Path, join: bool, resolved: str, tasks, execution: Ex
     mine = [n for n in range(len(shards)) if n % execution.num_shards == execution.shard_index]
     pending = [n for n in mine if not shard_is_done(out, n)]
     return backend.run(spec, out, {n: shards[n] for n in pending}, progress)
+
+
+def _check_resumable(out: Path) -> None:
+    """A run killed before its spec was saved (the last of its plan files) has nothing to
+    keep: resuming it starts it afresh. Anything else in the folder is not ours to replace."""
+    if not out.is_dir():
+        raise FileNotFoundError(f"cannot resume: {out} does not exist (start the run without --resume)")
+    if (out / "spec.resolved.yaml").is_file():
+        return
+    ours = {LOCKS, "manifest.jsonl", "run.json"}
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in ours and not p.name.startswith("."))
+    if foreign:
+        raise FileExistsError(f"cannot resume: {out} holds no synthscene run (no spec.resolved.yaml) but other "
+                              f"files, e.g. {foreign[0]}")
 
 
 def _execution_record(execution: Execution) -> dict:

@@ -22,13 +22,18 @@ from synthscene.store import Run, open_run
 FORMATS = ("coco", "lvis", "voc")
 
 
-def export_run(run: str | Path, fmt: str, out: str | Path, overwrite: bool = False, negatives: str = "none") -> Path:
+def export_run(run: str | Path, fmt: str, out: str | Path, overwrite: bool = False, negatives: str = "none",
+               allow_partial: bool = False) -> Path:
     """Write the run's samples in ``fmt`` to ``out`` (all or nothing). ``negatives``
-    (LVIS only): which categories an image declares absent, see ``synthscene.formats.lvis``."""
+    (LVIS only): which categories an image declares absent, see ``synthscene.formats.lvis``.
+    An unfinished run is refused unless ``allow_partial``; ``export.json`` records which
+    run was exported and how many of its shards were done."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     opened = open_run(run)
+    completeness = opened.completeness(allow_partial)
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
+        write_json(tmp / "export.json", {"run": str(opened.root), "format": fmt, **completeness}, indent=2)
         if fmt == "voc":
             if any(sample.semantic is None for sample in opened.samples()):
                 raise ValueError(f"{run} holds samples without semantic masks: export it as coco or lvis")

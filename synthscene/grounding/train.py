@@ -456,7 +456,8 @@ def _train(pipe, config: GroundingTrainConfig, items, latents, timestep, labels,
 
 def _load_checkpoint(out: Path, head, ema, optimizer) -> int:
     state = load_latest_checkpoint(out / "checkpoints")
-    if state is None:
+    if state is None:  # killed before the first checkpoint: start over, and so does the log
+        truncate_log(out / "train_log.jsonl", 0)
         return 0
     head.load_state_dict(state["head"])
     ema.load_state_dict(state["ema"])

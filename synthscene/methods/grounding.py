@@ -59,13 +59,12 @@ class Worker:
     """Loads the model, the head and the class embeddings once; boxes a batch of tasks."""
 
     def __init__(self, spec: GroundingDatasetSpec, device: str = "cpu"):
-        from safetensors.torch import load_file
-
         from synthscene.grounding.head import GroundingHead, HeadConfig
         from synthscene.grounding.text import class_embeddings
         from synthscene.grounding.train import HEAD_FILE
         from synthscene.models.load import load_pipeline
         from synthscene.models.schedulers import set_scheduler
+        from synthscene.models.weights import load_into, read_state_dict
 
         self.spec = spec
         self.pipe = load_pipeline(spec.model, device=device)
@@ -74,11 +73,8 @@ class Worker:
         info = read_head_info(spec.grounding.head)
         self.head = GroundingHead(HeadConfig.model_validate(info["head"]))
         self._check_layout()  # before the weights: a head of another layout cannot even load them
-        try:
-            self.head.load_state_dict(load_file(Path(spec.grounding.head) / HEAD_FILE))
-        except RuntimeError as err:
-            raise ValueError(f"grounding head {spec.grounding.head}: its weights do not fit its head.json: "
-                             f"{str(err).splitlines()[0]}") from None
+        head_file = Path(spec.grounding.head) / HEAD_FILE
+        load_into(self.head, read_state_dict(head_file), head_file, "the head its head.json describes")
         self.head.to(self.pipe.device).eval()
         self.embeddings = class_embeddings(self.pipe, spec.class_names).to(self.pipe.device)
         self.sam = None

@@ -28,9 +28,14 @@ def overlay(image: np.ndarray, semantic: np.ndarray, alpha: float = 0.55) -> np.
     return np.where(labelled, blended, image).round().astype(np.uint8)
 
 
-def write_gallery(run: str | Path, out: str | Path | None = None, limit: int | None = None) -> Path:
-    """Write ``gallery/index.html`` (+ overlay PNGs) for a run; returns the HTML path."""
+def write_gallery(run: str | Path, out: str | Path | None = None, limit: int | None = None,
+                  allow_partial: bool = False) -> Path:
+    """Write ``gallery/index.html`` (+ overlay PNGs) for a run; returns the HTML path. An
+    unfinished run is refused unless ``allow_partial`` (the page then says so)."""
     opened = open_run(run)
+    completeness = opened.completeness(allow_partial)
+    note = ("" if completeness["complete"] else
+            f"unfinished run: {completeness['shards_done']} of {completeness['shards']} shards done")
     names = opened.class_names
     out = Path(out) if out is not None else opened.root / "gallery"
     with atomic_output_dir(out, overwrite=True) as tmp:
@@ -43,7 +48,7 @@ def write_gallery(run: str | Path, out: str | Path | None = None, limit: int | N
             semantic = sample.semantic if sample.semantic is not None else np.zeros(sample.image.shape[:2], np.uint8)
             Image.fromarray(overlay(sample.image, semantic)).save(tmp / f"{stem}-overlay.png")
             cards.append(_card(stem, sample, names))
-        (tmp / "index.html").write_text(_page(opened.root.name, cards, names), encoding="utf-8")
+        (tmp / "index.html").write_text(_page(opened.root.name, cards, names, note), encoding="utf-8")
     return out / "index.html"
 
 
@@ -74,7 +79,7 @@ def _card(stem: str, sample, names: list[str]) -> str:
     )
 
 
-def _page(title: str, cards: list[str], names: list[str]) -> str:
+def _page(title: str, cards: list[str], names: list[str], note: str = "") -> str:
     legend = "".join(f'<span><i style="background:{_hex(i + 1)}"></i>{html.escape(n)}</span>'
                      for i, n in enumerate(names))
     return f"""<!doctype html>
@@ -87,10 +92,11 @@ body {{ font-family: sans-serif; margin: 16px; background: #fafafa; }}
 .boxed {{ position: relative; }}
 .boxed svg {{ position: absolute; left: 0; top: 0; }}
 img {{ image-rendering: pixelated; display: block; }}
+.note {{ color: #a40000; font-weight: bold; }}
 figcaption {{ font-size: 12px; max-width: 280px; margin-top: 4px; }}
 .legend span {{ margin-right: 12px; }} .legend i {{ display: inline-block; width: 12px; height: 12px; margin-right: 4px; }}
 </style></head><body>
-<h1>{html.escape(title)}</h1><p class="legend">{legend}</p>
+<h1>{html.escape(title)}</h1>{f'<p class="note">{html.escape(note)}</p>' if note else ""}<p class="legend">{legend}</p>
 <div class="grid">{"".join(cards)}</div>
 </body></html>
 """

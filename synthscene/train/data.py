@@ -28,8 +28,9 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset
+from tqdm import tqdm
 
-from synthscene.codecs import IGNORE_INDEX, load_semantic_png
+from synthscene.codecs import IGNORE_INDEX, UndecodableImageError, check_image_decodes, load_semantic_png
 from synthscene.formats.coco import CocoError, box_masks, keep_categories, load_coco_json, read_coco
 
 
@@ -123,6 +124,9 @@ class InstanceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
+    def files(self) -> list[Path]:
+        return [p for p in self.paths if p is not None]
+
     def report(self) -> dict:
         """What the source holds and what training leaves out (JSON-ready)."""
         report = self.source.report()
@@ -182,6 +186,9 @@ class SemanticDataset(Dataset):
     def __len__(self) -> int:
         return len(self.masks)
 
+    def files(self) -> list[Path]:
+        return [*self.images, *self.masks]
+
     def report(self) -> dict:
         return {"source": str(self.folder), "images": len(self.masks)}
 
@@ -208,9 +215,11 @@ class MixedDataset:
         return torch.multinomial(self.item_weights, count, replacement=True, generator=generator).tolist()
 
 
-def open_sources(task: str, sources: list[Source], only_classes: list[str] | None = None) -> MixedDataset:
-    """Open and check every source of a ``task`` ("detection" or "semantic"); detection
-    sources keep only the annotations of ``only_classes`` when given."""
+def open_sources(task: str, sources: list[Source], only_classes: list[str] | None = None,
+                 progress: bool = False) -> MixedDataset:
+    """Open and check every source of a ``task`` ("detection" or "semantic"): every image
+    and mask is decoded once here, so a bad file is named before step 0. Detection sources
+    keep only the annotations of ``only_classes`` when given."""
     if not sources:
         raise DatasetError("give at least one training source")
     opener = InstanceDataset if task == "detection" else SemanticDataset
@@ -224,6 +233,16 @@ def open_sources(task: str, sources: list[Source], only_classes: list[str] | Non
             dataset = opener(source.path, reference)
         reference = reference or dataset.class_names
         datasets.append(dataset)
+    _check_files_decode(datasets, progress)
     weights = torch.cat([torch.full((len(d),), s.weight / len(d), dtype=torch.float64)
                          for d, s in zip(datasets, sources)])
     return MixedDataset(ConcatDataset(datasets), weights, list(reference), [d.report() for d in datasets])
+
+
+def _check_files_decode(datasets: list, progress: bool) -> None:
+    paths = [p for d in datasets for p in d.files()]
+    for path in tqdm(paths, desc="checking training data", disable=not progress or not paths, leave=False):
+        try:
+            check_image_decodes(path)
+        except UndecodableImageError as err:
+            raise DatasetError(str(err)) from None

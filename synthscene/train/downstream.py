@@ -25,10 +25,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm
 
 from synthscene.codecs import IGNORE_INDEX
-from synthscene.io import make_dir, refuse_nonempty_output, write_json, write_text
+from synthscene.io import make_dir, naming_write_errors, refuse_nonempty_output, write_bytes, write_json, write_text
 from synthscene.provenance import run_record
 from synthscene.train.data import DatasetError, Source, open_sources
-from synthscene.train.loop import load_latest_checkpoint, save_checkpoint, truncate_log, warmup_cosine
+from synthscene.train.loop import load_latest_checkpoint, save_checkpoint, step_seed, truncate_log, warmup_cosine
 from synthscene.train.models import DETECTORS, SEGMENTERS, build_model, load_weights
 
 logger = logging.getLogger(__name__)
@@ -63,25 +63,30 @@ class DownstreamConfig(BaseModel):
             raise ValueError("image roots apply to COCO (detection) sources only")
         if self.task != "detection" and self.classes:
             raise ValueError("classes apply to COCO (detection) sources only")
+        if self.model.startswith("deeplabv3") and self.batch_size < 2:
+            raise ValueError(f"{self.model} needs --batch-size >= 2: the BatchNorm after its image-level pooling "
+                             "sees one value per channel in a batch of one image")
         return self
 
 
 def train_downstream(config: DownstreamConfig, out: str | Path, resume: bool = False, progress: bool = True) -> Path:
     """Train and save ``out/model.safetensors`` (+ ``config.json``, ``classes.json``)."""
     out = Path(out)
-    data = open_sources(config.task, list(config.sources), list(config.classes) if config.classes else None)
+    data = open_sources(config.task, list(config.sources), list(config.classes) if config.classes else None,
+                        progress=progress)
     _check_masks(config, data)
     _log_left_out(data.reports)
     torch.manual_seed(config.seed)
     model = build_model(config.model, len(data.class_names) + 1, config.image_size, 2 * config.image_size)
     if config.init:
-        load_weights(model, config.init)
+        load_weights(model, config.init, config.model)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(parameters, lr=config.learning_rate, momentum=0.9, weight_decay=config.weight_decay)
     start = _prepare(out, config, data.class_names, model, optimizer, resume)
     if not (out / "data.json").is_file():
         write_json(out / "data.json", data.reports, indent=2)
-    log = open(out / "train_log.jsonl", "a")
+    log_path = out / "train_log.jsonl"
+    log = open(log_path, "a")
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc=f"train {config.model}",
                disable=not progress)
     model.train()
@@ -90,6 +95,9 @@ def train_downstream(config: DownstreamConfig, out: str | Path, resume: bool = F
             group["lr"] = warmup_cosine(config.learning_rate, step, config.warmup_steps, config.steps)
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
         batch = [data.dataset[i] for i in data.draw(config.batch_size, generator)]
+        # torchvision's RPN / RoI samplers and dropout draw from the global generator: seeded
+        # per step, a resumed run draws what an uninterrupted one does
+        torch.manual_seed(step_seed(config.seed, step))
         loss, parts = _loss(model, batch, config)
         optimizer.zero_grad(set_to_none=True)
         if loss.requires_grad:
@@ -98,15 +106,17 @@ def train_downstream(config: DownstreamConfig, out: str | Path, resume: bool = F
             optimizer.step()
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the learning rate")
-        log.write(json.dumps({"step": step, "loss": round(loss.item(), 5), **parts}) + "\n")
+        with naming_write_errors(log_path):
+            log.write(json.dumps({"step": step, "loss": round(loss.item(), 5), **parts}) + "\n")
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
-            log.flush()
+            with naming_write_errors(log_path):
+                log.flush()
             _save_checkpoint(out, step + 1, model, optimizer)
     log.close()
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / "model.safetensors")
+    write_bytes(out / "model.safetensors", save({k: v.contiguous() for k, v in model.state_dict().items()}))
     return out
 
 
@@ -168,7 +178,8 @@ def _prepare(out: Path, config: DownstreamConfig, class_names, model, optimizer,
         if DownstreamConfig.model_validate_json((out / "config.json").read_text()) != config:
             raise ValueError(f"cannot resume: the configuration differs from the one {out} was started with")
         state = load_latest_checkpoint(out / "checkpoints")
-        if state is None:
+        if state is None:  # killed before the first checkpoint: start over, and so does the log
+            truncate_log(out / "train_log.jsonl", 0)
             return 0
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -246,8 +257,6 @@ def _evaluable_truth(truth: dict) -> dict:
 def load_trained(run: str | Path):
     """(model in eval mode, its config, its class names without background) of a finished
     ``synthscene train`` run."""
-    from safetensors.torch import load_file
-
     run = Path(run)
     for name in ("config.json", "classes.json", "model.safetensors"):
         if not (run / name).is_file():
@@ -255,7 +264,7 @@ def load_trained(run: str | Path):
     config = DownstreamConfig.model_validate_json((run / "config.json").read_text())
     class_names = json.loads((run / "classes.json").read_text())[1:]
     model = build_model(config.model, len(class_names) + 1, config.image_size, 2 * config.image_size)
-    model.load_state_dict(load_file(run / "model.safetensors"))
+    load_weights(model, run / "model.safetensors", config.model)
     return model.eval(), config, class_names
 
 

@@ -19,8 +19,10 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from tqdm import tqdm
+
+from synthscene.codecs import UndecodableImageError, check_image_decodes
 
 
 class TrainingDataError(ValueError):
@@ -136,14 +138,12 @@ def check_image_captions(pairs: list[TrainingImage], tokenizer, progress: bool =
     if not pairs:
         raise TrainingDataError("the training set is empty")
     limit = tokenizer.model_max_length
-    for image_path in tqdm(sorted({p.path for p in pairs}), desc="checking training data", disable=not progress):
-        if not image_path.is_file():
-            raise TrainingDataError(f"image {image_path} does not exist")
+    for image_path in tqdm(sorted({p.path for p in pairs}), desc="checking training data", disable=not progress,
+                           leave=False):
         try:
-            with Image.open(image_path) as image:
-                image.verify()
-        except (UnidentifiedImageError, OSError, SyntaxError) as err:
-            raise TrainingDataError(f"image {image_path} is corrupt or not an image: {err}") from err
+            check_image_decodes(image_path)
+        except UndecodableImageError as err:
+            raise TrainingDataError(str(err)) from None
     for image_path, caption, _ in pairs:
         if not caption.strip():
             raise TrainingDataError(f"image {image_path} has an empty caption")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import nn
 from torchvision.models import segmentation
 from torchvision.models.detection import (
@@ -71,15 +70,12 @@ def _small_object_mobile_parts(with_masks: bool) -> dict:
     return parts
 
 
-def load_weights(model: nn.Module, path: str | Path) -> None:
-    """A user's local weights: safetensors, or a torch file read with ``weights_only=True``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+def load_weights(model: nn.Module, path: str | Path, name: str = "this model") -> None:
+    """A user's local weights: safetensors, or a torch file read with ``weights_only=True``
+    (a full checkpoint's ``model`` entry is used); one clear error when they do not fit."""
+    from synthscene.models.weights import load_into, read_state_dict
 
-        state = load_file(path)
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
+    state = read_state_dict(path)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    load_into(model, state, path, name)
