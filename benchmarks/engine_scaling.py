@@ -1,25 +1,28 @@
 """How the run engine scales: the same spec on the local loop and on Ray Data actors.
 
-    .venv/bin/python benchmarks/engine_scaling.py [--samples 192] [--shard-size 4] [--repeats 2]
+    .venv/bin/python benchmarks/engine_scaling.py [--samples 96] [--shard-size 4] [--repeats 3]
 
 The example text2labels spec on the embedded model (``--samples`` samples in shards of
-``--shard-size``; 192 x 4: a run of about 3.5 minutes on the local loop here), made four
+``--shard-size``; 96 x 4: a run of about 2.5 minutes on the local loop here), made four
 ways, each as the command a user runs (``synthscene generate --spec ... --threads 1``, a
 fresh process): the local loop, Ray with 1 actor, Ray with 2 actors, and, as the
 no-Ray reference for two workers, two plain processes splitting the shards
 (``--shard-index I --num-shards 2``, started together); 1 compute thread each. Each figure
 is the fastest of ``--repeats`` rounds, each round starting with another configuration
-(this machine's noise is 10-15 %). The local Ray cluster (``num_cpus=2``) is started once
-before timing, as a user's cluster would already be up, and the Ray commands join it
-(``--ray-address``); every timing includes the imports and model loading of a fresh process
-(for Ray: of each actor) and writing shards.
+(this machine's speed drifts 10-15 % within minutes). The local Ray cluster
+(``num_cpus=2``) is started once before timing, as a user's cluster would already be up,
+and the Ray commands join it (``--ray-address``); one untimed one-shard run of the local
+loop and of Ray warms the machine (file cache) and the cluster (Ray Data's helper actors)
+for both. Every timing includes the imports and model loading of a fresh process (for
+Ray: of each actor) and writing shards.
 
-``ray_overhead`` = Ray 1 actor / local (goal <= 1.10); ``speedup_2_workers`` = Ray 1 actor /
-Ray 2 actors (goal >= 1.7 on this 2-core machine); ``speedup_split`` = local / the two plain
-processes (what two workers give here without Ray). ``first_shard_seconds``: from the
-command's start until its first shard is written, i.e. the fixed start-up plus one shard,
-which a longer run amortises. ``identical``: every run's shards, manifest and resolved spec
-are byte-identical. The last line is one JSON object.
+``ray_overhead`` = Ray 1 actor / local (goal <= 1.10), with ``ray_overhead_per_round`` (the
+two runs of a round are minutes apart, not half an hour); ``speedup_2_workers`` = Ray 1
+actor / Ray 2 actors (goal >= 1.7 on this 2-core machine); ``speedup_split`` = local / the
+two plain processes (what two workers give here without Ray). ``first_shard_seconds``:
+from the command's start until its first shard is written, i.e. the fixed start-up plus one
+shard, which a longer run amortises. ``identical``: every run's shards, manifest and
+resolved spec are byte-identical. The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -51,9 +54,9 @@ def _digest(root: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", default="examples/shapes-text2labels.yaml")
-    parser.add_argument("--samples", type=int, default=192)
+    parser.add_argument("--samples", type=int, default=96)
     parser.add_argument("--shard-size", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     import ray
 
@@ -64,11 +67,19 @@ def main() -> None:
     runs = {"local": [], "ray_1": ["--backend", "ray", "--workers", "1", "--ray-address", address],
             "ray_2": ["--backend", "ray", "--workers", "2", "--ray-address", address],
             "split_2": [["--shard-index", "0", "--num-shards", "2"], ["--shard-index", "1", "--num-shards", "2"]]}
-    seconds, first_shard, digests, shards_per_worker = {}, {}, {}, {}
+    seconds, first_shard, digests, shards_per_worker, per_round = {}, {}, {}, {}, []
     with tempfile.TemporaryDirectory() as tmp:
         spec_file = Path(tmp) / "spec.yaml"
         spec_file.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+        warm_file = Path(tmp) / "warm-up.yaml"
+        warm = spec.model_copy(update={"num_samples": args.shard_size})
+        warm_file.write_text(yaml.safe_dump(warm.model_dump(mode="json")))
+        for name in ("local", "ray_1"):  # untimed
+            subprocess.run([sys.executable, "-m", "synthscene.cli", "generate", "--spec", str(warm_file), "--out",
+                            str(Path(tmp) / f"warm-up-{name}"), "--threads", "1", *runs[name]], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for round_ in range(args.repeats):
+            took_in_round = {}
             # each round starts with another configuration, so none always runs on a machine
             # the previous one left warm (or busy)
             order = list(runs)[round_ % len(runs):] + list(runs)[:round_ % len(runs)]
@@ -86,6 +97,7 @@ def main() -> None:
                     if process.wait():
                         raise SystemExit(f"{name} failed:\n{log.read_text()[-2000:]}")
                 took = time.perf_counter() - started
+                took_in_round[name] = took
                 seconds[name] = min(took, seconds.get(name, took))
                 first = min(p.stat().st_mtime for p in (out / "shards").iterdir()) - started_at
                 first_shard[name] = min(first, first_shard.get(name, first))
@@ -95,9 +107,11 @@ def main() -> None:
                 shards_per_worker[name] = sorted(makers.values(), reverse=True)
                 print(f"round {round_ + 1}, {name}: {took:.1f} s, shards per worker {shards_per_worker[name]}",
                       flush=True)
+            per_round.append(round(took_in_round["ray_1"] / took_in_round["local"], 3))
     ray.shutdown()
     print(json.dumps({
         "ray_overhead": round(seconds["ray_1"] / seconds["local"], 3), "goal_ray_overhead": 1.10,
+        "ray_overhead_per_round": per_round,
         "speedup_2_workers": round(seconds["ray_1"] / seconds["ray_2"], 3), "goal_speedup_2_workers": 1.7,
         "speedup_split": round(seconds["local"] / seconds["split_2"], 3),
         "seconds": {k: round(v, 1) for k, v in seconds.items()},

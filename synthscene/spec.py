@@ -60,7 +60,29 @@ class SamplerSpec(_Strict):
         return value
 
 
-class Text2LabelsSpec(_Strict):
+class ClassifierSpec(_Strict):
+    """The diffusion classifier (``synthscene.label.classify``) and the not-drawn check it
+    makes: a class keeps its pixels only if the prompt explains them better with the class
+    than with it cut out, by ``min_class_gain`` (1 - error with / error without; a name the
+    model cannot draw changes nothing); the rest is 255, no instance. None: no check."""
+
+    classifier_timesteps: tuple[int, ...] = Field((850, 950), min_length=1)
+    classifier_repeats: int = Field(3, ge=1, le=32)
+    min_class_gain: float | None = Field(0.05, ge=0.0, lt=1.0)
+
+    def check_model(self, info, user: str, instead: str) -> None:
+        """Refuse, from the model's configs (``models.info.ModelInfo``), one the classifier
+        cannot run on: it needs a UNet conditioned on text alone (SD 1.x / 2.x) and timesteps
+        inside its training schedule. ``user``: what needs it; ``instead``: the way out."""
+        if info.extra_conditioning:
+            raise ValueError(f"{user} classifies regions with a text-conditioned UNet (SD 1.x / 2.x); this model "
+                             f"needs extra conditioning (SDXL): {instead}")
+        if max(self.classifier_timesteps) >= info.train_timesteps:
+            raise ValueError(f"classifier_timesteps {self.classifier_timesteps} must be below the model's "
+                             f"{info.train_timesteps} training timesteps")
+
+
+class Text2LabelsSpec(ClassifierSpec):
     """How labels are read from a generation (see ``synthscene.methods.text2labels``).
 
     ``faithful`` is Dataset Diffusion: class-prompt cross-attention, self-attention
@@ -96,8 +118,6 @@ class Text2LabelsSpec(_Strict):
     uncertain_blend: tuple[float, float] | None = (0.4, 0.6)
     colour_split_distance: float = Field(35.0, ge=0.0)  # Lab; 0: one segment per connected region
     colour_group_distance: float = Field(15.0, ge=0.0)  # Lab; look-alike segments share a class
-    classifier_timesteps: tuple[int, ...] = Field((850, 950), min_length=1)
-    classifier_repeats: int = Field(3, ge=1, le=32)
 
     @model_validator(mode="before")
     @classmethod
@@ -119,12 +139,13 @@ class Text2LabelsSpec(_Strict):
         return self
 
 
-class MosaicSpec(_Strict):
+class MosaicSpec(ClassifierSpec):
     """MosaicFusion: one prompt per region of a canvas, labels per region.
 
     Sizes are in pixels. ``region_size`` defaults to the model's native size and
     ``overlap`` to MosaicFusion's 48x64 at 512 px, scaled to it; the canvas is the grid
-    of regions minus the overlaps, rounded up to a multiple of the VAE factor x 8.
+    of regions minus the overlaps, rounded up to a multiple of the VAE factor x 8. Each
+    instance must pass the not-drawn check (``ClassifierSpec``) for its region's class.
     """
 
     grid: tuple[int, int] = (2, 2)  # rows, columns (or give ``regions``: 1, 2 or a square number)

@@ -152,3 +152,21 @@ def test_pickled_objects_are_never_unpickled(tmp_path):
     with pytest.raises(WeightsError, match="Python objects"):
         read_state_dict(path)
     assert Path(path).is_file()
+
+
+def test_library_messages_do_not_print_before_our_error(tiny_pipeline_dir, tmp_path):
+    # a model folder without its UNet weights: diffusers logs a warning and draws its loading
+    # bars before it raises; the user sees our one line only
+    model = tmp_path / "model"
+    shutil.copytree(tiny_pipeline_dir, model)
+    for weights in (model / "unet").glob("*.safetensors"):
+        weights.unlink()
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"name: x\nmodel: {model}\nnum_samples: 1\nclasses: [{{name: ball}}]\nobjects_per_prompt: [1, 1]\n"
+                    "sampler: {steps: 2}\ntext2labels: {cross_resolutions: [8], self_resolution: 8}\n")
+    result = subprocess.run([sys.executable, "-m", "synthscene.cli", "generate", "--spec", str(spec), "--out",
+                             str(tmp_path / "out")], capture_output=True, text=True)
+    lines = printed_lines(result.stdout + result.stderr)
+    assert result.returncode == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("error: ") and "unet" in lines[0], lines
+    assert not (tmp_path / "out").exists()

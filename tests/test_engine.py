@@ -127,6 +127,21 @@ def test_ray_gives_the_same_bytes_as_the_local_loop(ray_cluster, tiny_pipeline_d
 
 
 @pytest.mark.slow
+def test_ray_actors_started_before_a_failing_plan_are_called_off(ray_cluster, tiny_pipeline_dir, tmp_path,
+                                                                 straight):
+    # the actors start loading the model before the driver plans; a plan that fails its check
+    # (a class word beyond the 77-token window) calls them off and leaves nothing behind
+    long_prompt = "a photo of " + "very " * 80 + "{name}"
+    bad = _spec(tiny_pipeline_dir, classes=[{"name": "ball", "prompts": [long_prompt]}], objects_per_prompt=[1, 1])
+    with pytest.raises(ValueError, match="longer than"):
+        make_run(bad, tmp_path / "bad", backend="ray", workers=2, threads=1)
+    assert not (tmp_path / "bad").exists()
+    # the called-off actors gave their CPUs back: the next run on the cluster finishes
+    out = make_run(_spec(tiny_pipeline_dir), tmp_path / "good", backend="ray", workers=2, threads=1)
+    assert _run_files(out) == _run_files(straight)
+
+
+@pytest.mark.slow
 def test_a_killed_ray_actor_leaves_no_partial_shard_and_resume_finishes(ray_cluster, tiny_pipeline_dir, tmp_path):
     spec = _spec(tiny_pipeline_dir, num_samples=8, shard_size=1, batch_size=1, sampler={"steps": 8, "guidance": 3.0})
     straight = make_run(spec, tmp_path / "straight", threads=1)

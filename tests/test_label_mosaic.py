@@ -45,3 +45,21 @@ def test_strict_mode_drops_the_image_and_counts_the_region():
     dropped = {}
     region_instances(image, objectness, layout, MosaicSpec(strict=True, grabcut_iterations=0), dropped)
     assert dropped["strict_regions"] == 1
+
+
+def test_an_instance_its_class_does_not_explain_is_not_drawn():
+    layout, image, objectness = _scene()
+    image[3:11, 19:27] = (40, 200, 40)  # region 1 now holds an object too
+    objectness[1] = objectness[0].copy()  # window coordinates: its square is at columns 19-26 of the canvas
+    errors = [np.ones((2, 16, 16), np.float32) for _ in range(2)]
+    errors[0][0][3:11, 3:11] = 0.5  # region 0's prompt explains its square far better with the class: gain 0.5
+    errors[1][0][3:11, 3:11] = 0.98  # region 1's barely: gain 0.02
+    params = MosaicSpec(area_range=(0.02, 0.95), grabcut_iterations=0, min_class_gain=0.1)
+    dropped = {}
+    regions = region_instances(image, objectness, layout, params, dropped, errors)
+    assert len(regions[0]) == 1 and regions[1] == [] and dropped["not_drawn"] == 1
+    assert len(region_instances(image, objectness, layout, params.model_copy(update={"min_class_gain": 0.01}),
+                                {}, errors)[1]) == 1
+    labels, kept = mosaic_labels(image, objectness, layout, (4, 1), params, class_errors=errors)
+    assert kept == [True, False] and labels.instances.class_id.tolist() == [4]
+    assert (labels.semantic[:, 16:] == 255).all()  # a region that gave nothing is unknown, not background

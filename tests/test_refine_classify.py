@@ -153,6 +153,28 @@ def test_look_alike_segments_are_classified_together():
     assert assign_segments(segments, None, image) == {1: 0, 2: 0, 3: 0}
 
 
+def test_a_class_whose_word_changes_nothing_was_not_drawn():
+    image = np.full((8, 8, 3), 128, np.uint8)
+    segments = np.zeros((8, 8), np.int32)
+    segments[1:4, 1:4], segments[5:7, 5:7], segments[1:3, 5:7] = 1, 2, 3
+    image[segments == 1], image[segments == 2], image[segments == 3] = (200, 20, 20), (20, 20, 200), (20, 200, 20)
+    errors = np.ones((2, 8, 8), np.float32)
+    errors[0][segments == 1] = 0.5  # segment 1 is class 0, segments 2 and 3 class 1
+    errors[0][segments > 1] = 1.5
+    with_prompt = np.ones((8, 8), np.float32)
+    without = np.ones((2, 8, 8), np.float32)
+    without[0][segments == 1] = 2.0  # cutting class 0 out of the prompt doubles the error on its pixels
+    without[1][segments == 2] = 1.06  # cutting class 1 out hardly matters on segment 2...
+    without[1][segments == 3] = 1.02  # ...or on 3: over both (gain ~0.04) it was not drawn
+    presence = (with_prompt, without)
+    assert assign_segments(segments, errors, image, 0, presence, min_gain=0.1) == {1: 0, 2: None, 3: None}
+    # asked once per class over all its pixels, not per segment: both go, or both stay
+    assert assign_segments(segments, errors, image, 0, presence, min_gain=0.03) == {1: 0, 2: 1, 3: 1}
+    # one named class: the check alone decides
+    assert assign_segments(segments, errors[1:], image, 0, (with_prompt, without[1:]), min_gain=0.1) == \
+        {1: None, 2: None, 3: None}
+
+
 def test_objectness_skips_tokens_before_the_first_class_word():
     maps = torch.zeros(77, 4, 4)
     maps[0] = 1.0  # BOS everywhere

@@ -91,3 +91,44 @@ def test_runs_resolved_before_the_spec_union_still_open(tiny_run, tmp_path):
     data["mosaic"] = {"grid": [2, 2]}  # what every resolved spec carried before
     (copy / "spec.resolved.yaml").write_text(yaml.safe_dump(data))
     assert open_run(copy).spec.method == "text2labels" and len(list(open_run(copy).samples())) == 6
+
+
+class _SlowWorker:
+    """Makes one sample per task, slowly enough that writers overlap."""
+
+    def __call__(self, tasks):
+        import time
+
+        time.sleep(0.01)
+        return [_sample(index=t) for t in tasks]
+
+
+def _make_every_shard(args):
+    from types import SimpleNamespace
+
+    from synthscene.engine.local import make_shard
+
+    root, order = args
+    spec = SimpleNamespace(batch_size=1)
+    return [number for number in order if make_shard(_SlowWorker(), spec, root, number, [number])]
+
+
+def test_150_simultaneous_writers_split_the_shards_and_lose_none(tmp_path):
+    import multiprocessing
+
+    from synthscene.store import LOCKS, shard_is_done
+
+    (tmp_path / LOCKS).mkdir()
+    shards, writers = 25, 6  # 150 attempts to make a shard, many at the same moment
+    orders = [[int(n) for n in np.random.default_rng(w).permutation(shards)] for w in range(writers)]
+    with multiprocessing.get_context("spawn").Pool(writers) as pool:
+        made = pool.map(_make_every_shard, [(tmp_path, order) for order in orders])
+    assert sorted(n for mine in made for n in mine) == list(range(shards))  # each made once, by one writer
+    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == [f"shard-{n:05d}" for n in range(shards)]
+    for number in range(shards):
+        assert shard_is_done(tmp_path, number)
+        (record,) = [json.loads(line) for line in
+                     (tmp_path / "shards" / f"shard-{number:05d}" / "records.jsonl").read_text().splitlines()]
+        assert record["index"] == number
+        sample = from_record(record, tmp_path / "shards" / f"shard-{number:05d}")
+        assert np.array_equal(sample.image, _sample(index=number).image)

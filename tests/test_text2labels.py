@@ -123,6 +123,26 @@ def test_class_missing_from_prompt_is_refused():
         text2labels.check_task(tokenizer, text2labels.Task(0, 1, "a photo of a leaf", (0,), ("ball",)))
 
 
+def test_lvis_style_names_are_said_plainly_and_labelled_by_id(tiny_pipeline_dir, tmp_path):
+    classes = [{"name": "ball_(toy)"}, {"name": "hair_dryer", "synonyms": ["blow_dryer"]}, {"name": "bow_(weapon)"}]
+    spec = _spec(tiny_pipeline_dir, classes=classes, num_samples=6, objects_per_prompt=[1, 2])
+    tasks = plan_dataset(spec)
+    spoken = {0: {"ball"}, 1: {"hair dryer", "blow dryer"}, 2: {"bow"}}
+    for task in tasks:
+        assert "_" not in task.prompt and "(" not in task.prompt, task.prompt
+        for class_id in task.class_ids:
+            assert any(word in task.prompt for word in spoken[class_id]), task.prompt
+    out = generate_dataset(spec, tmp_path / "run", progress=False)
+    for (_shard, record), task in zip(read_records(out), tasks):
+        assert record["caption"] == task.prompt and record["class_ids"] == list(task.class_ids)
+        assert {i["class_id"] for i in record["instances"]} <= set(task.class_ids)
+    # a name whose spoken form is missing from a prompt is named as the user wrote it
+    from synthscene.models.tokenizer import build_clip_tokenizer
+    with pytest.raises(ValueError, match=r"'ball' does not occur .*for the class 'ball_\(toy\)'"):
+        text2labels.check_task(build_clip_tokenizer(10_000), text2labels.Task(0, 1, "a photo of a leaf", (0,),
+                                                                             ("ball_(toy)",)))
+
+
 def test_prompt_over_77_tokens_is_refused_without_output(tiny_pipeline_dir, tmp_path):
     spec = _spec(tiny_pipeline_dir, classes=[{"name": "ball", "prompts": ["a " * 80 + "{name}"]}],
                  objects_per_prompt=[1, 1])
@@ -193,6 +213,8 @@ def test_ours_beats_faithful_on_the_embedded_model():
 
     spec = load_spec("examples/shapes-text2labels.yaml").model_copy(update={"num_samples": 8, "batch_size": 8})
     assert spec.text2labels.recipe == "ours" and spec.text2labels.uncertain_blend == (0.4, 0.6)
+    # the not-drawn check also writes 255 (tested below); here the band alone is checked
+    spec = spec.model_copy(update={"text2labels": spec.text2labels.model_copy(update={"min_class_gain": None})})
     decided_params = spec.text2labels.model_copy(update={"uncertain_blend": None})
     pipe = load_pipeline(spec.model)
     tasks = plan_dataset(spec)
@@ -223,6 +245,34 @@ def test_ours_beats_faithful_on_the_embedded_model():
     assert miou["ours"] > 0.45 and miou["ours"] > miou["faithful"] + 0.1, miou
     assert miou["ours"] > miou["decided"], miou
     assert 0 < uncertain < 0.05 * 8 * 32 * 32 and on_edge >= 0.9 * uncertain
+
+
+def test_a_class_the_embedded_model_cannot_draw_claims_less_and_is_recorded():
+    """'giraffe' is outside the shapes world: the model draws stray shapes for it, which the
+    labeller without the not-drawn check calls giraffes. Labelled twice from one capture."""
+    from synthscene.models.load import load_pipeline
+    from synthscene.spec import ClassSpec
+
+    spec = load_spec("examples/shapes-text2labels.yaml")
+    spec = spec.model_copy(update={"classes": (ClassSpec(name="giraffe"), ClassSpec(name="ball")), "num_samples": 12,
+                                   "objects_per_prompt": (1, 1), "batch_size": 12, "seed": 5})
+    assert spec.text2labels.min_class_gain is not None  # on by default
+    off = spec.text2labels.model_copy(update={"min_class_gain": None})
+    pipe = load_pipeline(spec.model)
+    tasks = plan_dataset(spec)
+    captured = text2labels.capture_batch(pipe, tasks, spec)
+    giraffes, balls = {"on": 0, "off": 0}, {"on": 0, "off": 0}
+    for b, task in enumerate(tasks):
+        for name, params in (("on", spec.text2labels), ("off", off)):
+            sample = text2labels.label_sample(pipe.tokenizer, captured, b, task, params, 2)
+            labelled = set(sample.instances.class_id.tolist())
+            assert sample.extra["not_drawn"] == [c for c in task.class_ids if c not in labelled]
+            giraffes[name] += 0 in labelled
+            balls[name] += 1 in labelled
+    named = [t.class_ids[0] for t in tasks]
+    assert 3 <= named.count(0) <= 9  # both kinds of prompt are there
+    assert giraffes["off"] >= named.count(0) - 1 and giraffes["on"] < giraffes["off"], giraffes
+    assert balls["on"] >= balls["off"] - 1 and balls["on"] >= named.count(1) - 2, balls  # drawn balls stay
 
 
 def test_ours_refuses_an_sdxl_unet_before_writing_anything():

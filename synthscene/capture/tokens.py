@@ -28,10 +28,7 @@ def token_indices(tokenizer, prompt: str, phrase: str, start: int = 0) -> list[i
     Raises:
         ValueError: the phrase is not in the prompt, or lies beyond the 77-token window.
     """
-    pattern = re.compile(rf"(?<![\w]){re.escape(phrase)}(?:e?s)?(?![\w])", flags=re.IGNORECASE)
-    match = pattern.search(prompt, start)
-    if match is None:
-        raise ValueError(f"class name {phrase!r} does not occur in the prompt {prompt!r}")
+    match = _find(prompt, phrase, start)
     encoding = tokenizer(prompt, return_offsets_mapping=True, truncation=True)
     positions = [
         i for i, (begin, end) in enumerate(encoding["offset_mapping"])
@@ -40,3 +37,18 @@ def token_indices(tokenizer, prompt: str, phrase: str, start: int = 0) -> list[i
     if not positions:
         raise ValueError(f"class name {phrase!r} lies beyond the {tokenizer.model_max_length}-token window of {prompt!r}")
     return positions
+
+
+def without_phrase(prompt: str, phrase: str) -> str:
+    """``prompt`` with the first whole-word occurrence of ``phrase`` (as ``token_indices``
+    finds it) cut out: what the prompt says without that class."""
+    match = _find(prompt, phrase)
+    return " ".join((prompt[: match.start()] + prompt[match.end() :]).split())
+
+
+def _find(prompt: str, phrase: str, start: int = 0) -> re.Match:
+    pattern = re.compile(rf"(?<![\w]){re.escape(phrase)}(?:e?s)?(?![\w])", flags=re.IGNORECASE)
+    match = pattern.search(prompt, start)
+    if match is None:
+        raise ValueError(f"class name {phrase!r} does not occur in the prompt {prompt!r}")
+    return match

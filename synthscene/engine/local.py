@@ -56,6 +56,9 @@ class LocalBackend:
         self.worker = None
         self.restore_threads = None
 
+    def launch(self, spec, out: Path, numbers: list[int]) -> None:
+        """Nothing to start before planning: the model loads in ``start``, after the plan is checked."""
+
     def start(self, spec) -> None:
         if self.execution.threads is not None:
             self.restore_threads = limit_threads(self.execution.threads)

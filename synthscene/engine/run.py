@@ -84,16 +84,18 @@ def run_spec(spec, out: str | Path, resume: bool = False, execution: Execution =
     elif resume:
         _check_resumable(out)
     resolved = dump_spec(spec)
-    tasks = None
-    if not (out / "spec.resolved.yaml").is_file():
-        tasks = method.plan(spec)
-        method.check(spec, tasks)
-    backend.start(spec)  # loads the model here, so a model that cannot run fails before anything is written
+    shards = len(shard_ranges(spec.num_samples, spec.shard_size))
     try:
+        # Ray's actors start loading the model now and wait for the manifest; the local loop does nothing yet
+        backend.launch(spec, out, _pending(out, shards, execution))
+        tasks = None
+        if not (out / "spec.resolved.yaml").is_file():
+            tasks = method.plan(spec)
+            method.check(spec, tasks)
+        backend.start(spec)  # loads the model here, so a model that cannot run fails before anything is written
         made, busy = _run_shards(spec, out, join, resolved, tasks, execution, backend, progress)
     finally:
         backend.close()
-    shards = len(shard_ranges(spec.num_samples, spec.shard_size))
     finished = all(shard_is_done(out, n) for n in range(shards))
     if finished:
         from synthscene.report.card import write_dataset_card
@@ -122,9 +124,13 @@ def _run_shards(spec, out: Path, join: bool, resolved: str, tasks, execution: Ex
 
     tasks = open_run(out).tasks()  # the manifest, read back: the one source of what each shard holds
     shards = [[tasks[i] for i in r] for r in shard_ranges(len(tasks), spec.shard_size)]
-    mine = [n for n in range(len(shards)) if n % execution.num_shards == execution.shard_index]
-    pending = [n for n in mine if not shard_is_done(out, n)]
-    return backend.run(spec, out, {n: shards[n] for n in pending}, progress)
+    return backend.run(spec, out, {n: shards[n] for n in _pending(out, len(shards), execution)}, progress)
+
+
+def _pending(out: Path, shards: int, execution: Execution) -> list[int]:
+    """This call's shards (every K-th for a split run) that are not written yet."""
+    mine = range(execution.shard_index, shards, execution.num_shards)
+    return [n for n in mine if not shard_is_done(out, n)]
 
 
 def _check_resumable(out: Path) -> None:

@@ -57,20 +57,26 @@ def denoising_errors(unet, scheduler, latents: torch.Tensor, class_embeddings: t
     return errors / (len(timesteps) * repeats)
 
 
-def assign_segments(segments, errors, image, group_distance: float = 15.0) -> dict[int, int]:
+def assign_segments(segments, errors, image, group_distance: float = 15.0, presence=None,
+                    min_gain: float = 0.0) -> dict[int, int | None]:
     """Which of K named classes each segment shows, from per-pixel denoising errors.
 
     Segments whose mean Lab colours lie within ``group_distance`` of each other (directly or
     through a chain) look alike and are decided together, so a small piece borrows the
     evidence of its larger look-alikes. A group takes the class with the lowest mean error
-    over its pixels.
+    over its pixels. With ``presence`` (the errors under the image's prompt, and under the
+    prompt with each class cut out), each class must also explain its pixels (all its
+    segments together): the prompt's error there must be lower than without the class by
+    ``min_gain`` (``1 - error(prompt) / error(prompt without it)``), or its segments show none
+    of the named classes (None). A name the model never learnt to draw changes nothing.
 
     Args:
         segments: int [H, W], 0 background, 1..S segments (``refine.colour_segments``).
-        errors: float [K, H, W] denoising errors at image resolution (None: one class).
+        errors: float [K, H, W] denoising errors at image resolution (None: one class, no check).
         image: uint8 [H, W, 3] RGB.
+        presence: (float [H, W], float [K, H, W]) or None.
     Returns:
-        {segment id: class index in 0..K-1}.
+        {segment id: class index in 0..K-1, or None}.
     """
     ids = [int(i) for i in np.unique(segments) if i != 0]
     if errors is None or not ids:
@@ -84,7 +90,14 @@ def assign_segments(segments, errors, image, group_distance: float = 15.0) -> di
     choice = {}
     for group in np.unique(groups):
         members = [i for i, g in zip(ids, groups) if g == group]
-        pixels = np.isin(segments, members)
-        best = int(errors[:, pixels].mean(axis=1).argmin())
+        best = int(errors[:, np.isin(segments, members)].mean(axis=1).argmin())
         choice.update(dict.fromkeys(members, best))
+    if presence is not None:
+        with_all, without = presence
+        # drawn or not is asked of a class once per image, over all its pixels
+        for k in set(choice.values()):
+            members = [i for i, c in choice.items() if c == k]
+            pixels = np.isin(segments, members)
+            if 1.0 - with_all[pixels].mean() / without[k][pixels].mean() < min_gain:
+                choice.update(dict.fromkeys(members, None))
     return choice

@@ -31,16 +31,20 @@ def region_objectness(cross: dict, first_token: int, layout) -> np.ndarray:
 
 
 def region_instances(image: np.ndarray, objectness: list[np.ndarray], layout, params,
-                     dropped: dict[str, int] | None = None) -> list[list[tuple[np.ndarray, float]]]:
+                     dropped: dict[str, int] | None = None,
+                     class_errors: list[np.ndarray] | None = None) -> list[list[tuple[np.ndarray, float]]]:
     """For each region, its instances: (bool mask at image resolution, score = mean
     objectness). A region's instances are the connected components of its refined
-    foreground within the area bounds; ``strict`` (MosaicFusion) accepts a region only
-    when that is exactly one component, otherwise a region may give several (the model
-    drew more than one object of its class) and gives none when no component fits.
-    ``dropped`` (updated in place) counts components too small / too large and regions
-    refused by ``strict``."""
+    foreground within the area bounds, kept only if, with ``class_errors`` (per region
+    [2, H, W] on its window: the classifier's errors under its prompt and under its prompt
+    with the class cut out), the class lowers the error on them together by
+    ``params.min_class_gain``; ``strict``
+    (MosaicFusion) accepts a region only when that is exactly one component, otherwise a
+    region may give several (the model drew more than one object of its class) and gives
+    none when no component fits. ``dropped`` (updated in place) counts components too
+    small / too large / not drawn and regions refused by ``strict``."""
     dropped = {} if dropped is None else dropped
-    for key in ("small", "large", "strict_regions"):
+    for key in ("small", "large", "not_drawn", "strict_regions"):
         dropped.setdefault(key, 0)
     factor = layout.vae_factor
     owners = layout.owners()
@@ -61,6 +65,13 @@ def region_instances(image: np.ndarray, objectness: list[np.ndarray], layout, pa
         dropped["small"] += int(sum(a < low * cell.size for a in areas))
         dropped["large"] += int(sum(a > high * cell.size for a in areas))
         valid = [c for c, a in zip(range(1, count), areas) if low * cell.size <= a <= high * cell.size]
+        if class_errors is not None and valid:
+            # drawn or not is asked of the region's class once, over all its components
+            with_class, without = class_errors[k][:, cy0 - oy : cy1 - oy, cx0 - ox : cx1 - ox]
+            pixels = np.isin(components, valid)
+            if 1.0 - with_class[pixels].mean() / without[pixels].mean() < params.min_class_gain:
+                dropped["not_drawn"] += len(valid)
+                valid = []
         if params.strict and len(valid) != 1:
             dropped["strict_regions"] += 1
             valid = []
@@ -74,12 +85,13 @@ def region_instances(image: np.ndarray, objectness: list[np.ndarray], layout, pa
 
 
 def mosaic_labels(image: np.ndarray, objectness: list[np.ndarray], layout, class_ids, params,
-                  sam=None) -> tuple[Labels | None, list[bool]]:
+                  sam=None, class_errors: list[np.ndarray] | None = None) -> tuple[Labels | None, list[bool]]:
     """(labels, which regions gave an instance) of one mosaic; labels are None when
     ``strict`` drops the image. ``sam``: an optional ``SamRefiner`` whose box-prompted
-    masks replace the instances' (within their region)."""
+    masks replace the instances' (within their region); ``class_errors``: for the
+    not-drawn check (see ``region_instances``)."""
     dropped: dict[str, int] = {}
-    regions = region_instances(image, objectness, layout, params, dropped)
+    regions = region_instances(image, objectness, layout, params, dropped, class_errors)
     kept = [bool(instances) for instances in regions]
     if params.strict and not all(kept):
         return None, kept

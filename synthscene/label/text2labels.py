@@ -40,12 +40,16 @@ def faithful_labels(image: np.ndarray, cross: dict, token_groups: list[list[int]
 
 
 def ours_labels(image: np.ndarray, cross: dict, first_token: int, self_attention: torch.Tensor | None,
-                class_errors: torch.Tensor | None, class_ids, params, num_classes: int) -> Labels:
+                class_errors: torch.Tensor | None, class_ids, params, num_classes: int,
+                presence_errors: tuple[torch.Tensor, torch.Tensor] | None = None) -> Labels:
     """Our recipe: objectness from the prompt's tokens from ``first_token`` on, spread along
     the self-attention, cut by GrabCut and a colour matte, split into colour segments,
     each segment classified by the denoising errors ``class_errors`` [K, h, w] (None: one
-    named class). Instances keep every object pixel; the semantic mask abstains (255) on
-    near-even edge blends."""
+    named class, no check). With ``presence_errors`` (errors [h, w] under the prompt and
+    [K, h, w] under the prompt without each class), a class whose word does not lower the
+    error on its segments by ``params.min_class_gain`` was not drawn: 255, no instance
+    (counted as ``dropped["not_drawn"]``). Instances keep every object pixel; the semantic
+    mask abstains (255) on near-even edge blends."""
     size = image.shape[:2]
     spread = self_attention is not None and params.objectness_self_attention_power > 0
     side = round(self_attention.shape[-1] ** 0.5) if spread else None
@@ -61,13 +65,17 @@ def ours_labels(image: np.ndarray, cross: dict, first_token: int, self_attention
              else foreground.astype(np.float32))
     foreground = alpha >= 0.5
     segments = colour_segments(image, foreground, params.colour_split_distance)
-    errors = None
+    errors = presence = None
     if class_errors is not None:
-        errors = torch.nn.functional.interpolate(class_errors[None], size=size, mode="bilinear",
-                                                 align_corners=False)[0].numpy()
+        errors = _to_image_size(class_errors, size)
+    if presence_errors is not None and params.min_class_gain is not None:
+        presence = (_to_image_size(presence_errors[0][None], size)[0], _to_image_size(presence_errors[1], size))
     lookup = np.zeros(segments.max() + 1, np.uint8)
-    for segment, best in assign_segments(segments, errors, image, params.colour_group_distance).items():
-        lookup[segment] = class_ids[best] + 1
+    not_drawn = 0
+    for segment, best in assign_segments(segments, errors, image, params.colour_group_distance, presence,
+                                         params.min_class_gain or 0.0).items():
+        not_drawn += best is None
+        lookup[segment] = IGNORE_INDEX if best is None else class_ids[best] + 1
     decided = lookup[segments]
     # an instance's score: its mean objectness
     scores = np.repeat(objectness[None].astype(np.float32), num_classes, axis=0)
@@ -76,7 +84,13 @@ def ours_labels(image: np.ndarray, cross: dict, first_token: int, self_attention
     if params.uncertain_blend is not None:
         low, high = params.uncertain_blend
         semantic = np.where((alpha >= low) & (alpha < high), np.uint8(IGNORE_INDEX), decided)
-    return Labels(semantic, instances, {"small": dropped})
+    return Labels(semantic, instances, {"small": dropped, "not_drawn": not_drawn})
+
+
+def _to_image_size(maps: torch.Tensor, size) -> np.ndarray:
+    """float [K, h, w] latent-grid maps -> [K, H, W] at image resolution (bilinear)."""
+    return torch.nn.functional.interpolate(maps[None].float(), size=size, mode="bilinear",
+                                           align_corners=False)[0].numpy()
 
 
 def label_scores(cross: dict, groups: list[list[int]], self_attention: torch.Tensor | None,

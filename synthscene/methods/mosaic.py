@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from synthscene.capture.tokens import attention_word, token_indices
+from synthscene.capture.tokens import attention_word, token_indices, without_phrase
 from synthscene.models.info import ModelInfo, load_tokenizer, model_info
-from synthscene.plan import Stream, sample_generator, sample_seed, stream_rng
+from synthscene.plan import Stream, sample_generator, sample_seed, stream_rng, stream_seed
 from synthscene.records import Sample
 from synthscene.spec import MosaicDatasetSpec, MosaicSpec
 
@@ -125,6 +125,7 @@ def region_prompt(template: str, name: str, definition: str) -> str:
 class MosaicResult:
     image: np.ndarray  # uint8 [H, W, 3]
     cross: list[dict]  # per region {(h, w): float [T, h, w]} on its window
+    latents: torch.Tensor  # [C, h, w] the canvas's final latents
 
 
 def generate_mosaic(pipe, prompts: list[str], layout: MosaicLayout, steps: int, guidance: float,
@@ -178,7 +179,7 @@ def _generate_mosaic(pipe, prompts, layout, steps, guidance, generator, batched,
         for k in range(count):
             maps = stores[0 if batched else k].cross_maps()
             cross.append({hw: m[k if batched else 0] for hw, m in maps.items()})
-    return MosaicResult(image, cross)
+    return MosaicResult(image, cross, latents[0])
 
 
 def _guided(pipe, crops, t, states, guidance, cfg):
@@ -254,7 +255,11 @@ def plan(spec: MosaicDatasetSpec) -> list[Task]:
 
 
 def check(spec: MosaicDatasetSpec, tasks: list[Task]) -> None:
-    """Every region prompt fits the text encoder and names its class."""
+    """Every region prompt fits the text encoder and names its class; the not-drawn check
+    can run on the model."""
+    if spec.mosaic.min_class_gain is not None:
+        spec.mosaic.check_model(model_info(spec.model), "min_class_gain (the not-drawn check)",
+                                "set min_class_gain: null")
     tokenizer = load_tokenizer(spec.model)
     limit = tokenizer.model_max_length
     for task in tasks:
@@ -299,9 +304,34 @@ def mosaic_sample(pipe, task: Task, spec: MosaicDatasetSpec, sam=None) -> Sample
                              sample_generator(task.seed), params.batched, capture)
     objectness = [region_objectness(result.cross[k], token_indices(pipe.tokenizer, prompt, attention_word(word))[0],
                                     layout) for k, (prompt, word) in enumerate(zip(task.region_prompts, task.words))]
-    labels, kept = mosaic_labels(result.image, objectness, layout, task.class_ids, params, sam)
+    errors = region_class_errors(pipe, result.latents, task, params) if params.min_class_gain is not None else None
+    labels, kept = mosaic_labels(result.image, objectness, layout, task.class_ids, params, sam, errors)
     if labels is None:
         return None
     extra = {"layout": layout.to_json(), "region_prompts": list(task.region_prompts), "regions_kept": kept}
     return Sample(task.index, task.seed, task.caption, result.image, labels.instances, labels.semantic,
                   task.class_ids, labels.dropped, extra)
+
+
+def region_class_errors(pipe, latents, task: Task, params: MosaicSpec) -> list[np.ndarray]:
+    """Per region, float [2, H, W] on its window at image resolution: the diffusion
+    classifier's errors under the region's prompt and under that prompt with its class cut
+    out, for the not-drawn check (``synthscene.label.mosaic.region_instances``)."""
+    import torch
+
+    from synthscene.capture import encode_for_store
+    from synthscene.label.classify import denoising_errors
+
+    layout = task.layout
+    (wh, ww), factor = layout.window, layout.vae_factor
+    # the classifier's own stream, so labels do not depend on how the canvas was batched
+    generator = sample_generator(stream_seed(task.seed, Stream.CLASSIFIER_NOISE))
+    maps = []
+    for (y, x), prompt, word in zip(layout.windows, task.region_prompts, task.words):
+        crop = latents[:, y:y + wh, x:x + ww]
+        texts = [prompt, without_phrase(prompt, attention_word(word))]
+        errors = denoising_errors(pipe.unet, pipe.scheduler, crop, encode_for_store(pipe, texts),
+                                  params.classifier_timesteps, params.classifier_repeats, generator)
+        maps.append(torch.nn.functional.interpolate(errors[None], scale_factor=factor, mode="bilinear",
+                                                    align_corners=False)[0].numpy())
+    return maps

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synthscene.capture.tokens import attention_word, token_indices
+from synthscene.capture.tokens import attention_word, token_indices, without_phrase
 from synthscene.models.info import load_tokenizer, model_info
 from synthscene.plan import Stream, list_objects, sample_generator, sample_seed, stream_seed
 from synthscene.records import Sample
@@ -40,7 +40,7 @@ class Task:
     seed: int
     prompt: str
     class_ids: tuple[int, ...]  # 0-based into the spec's classes, in prompt order
-    words: tuple[str, ...]  # the word of each class as it appears in the prompt
+    words: tuple[str, ...]  # the name or synonym of each class (the prompt says its ``attention_word``)
 
     def to_json(self) -> dict:
         return {"index": self.index, "seed": self.seed, "prompt": self.prompt, "class_ids": list(self.class_ids),
@@ -71,11 +71,13 @@ def plan(spec: Text2LabelsDatasetSpec) -> list[Task]:
         for class_id in class_ids:
             cls = spec.classes[class_id]
             words.append(str(rng.choice([cls.name, *cls.synonyms])))
+        # the prompt reads "ball" for the LVIS name "ball_(toy)" and "hair dryer" for "hair_dryer"
+        spoken = [attention_word(w) for w in words]
         if count == 1 and spec.classes[class_ids[0]].prompts:
-            prompt = str(rng.choice(spec.classes[class_ids[0]].prompts)).format(name=words[0])
+            prompt = str(rng.choice(spec.classes[class_ids[0]].prompts)).format(name=spoken[0])
         else:
             template = str(rng.choice(spec.prompt_templates))
-            prompt = template.format(objects=list_objects(words))
+            prompt = template.format(objects=list_objects(spoken))
         tasks.append(Task(index, seed, prompt, class_ids, tuple(words)))
     return tasks
 
@@ -91,14 +93,8 @@ def check(spec: Text2LabelsDatasetSpec, tasks: list[Task]) -> None:
 def check_recipe(info, params: Text2LabelsSpec) -> None:
     """The ``ours`` recipe's diffusion classifier needs a text-only UNet and a training
     schedule that reaches its timesteps."""
-    if params.recipe != "ours":
-        return
-    if info.extra_conditioning:
-        raise ValueError("recipe 'ours' classifies regions with a text-conditioned UNet (SD 1.x / 2.x); "
-                         "this model needs extra conditioning (SDXL): use recipe 'faithful'")
-    if max(params.classifier_timesteps) >= info.train_timesteps:
-        raise ValueError(f"classifier_timesteps {params.classifier_timesteps} must be below the model's "
-                         f"{info.train_timesteps} training timesteps")
+    if params.recipe == "ours":
+        params.check_model(info, "recipe 'ours'", "use recipe 'faithful'")
 
 
 def check_task(tokenizer, task: Task) -> None:
@@ -106,11 +102,15 @@ def check_task(tokenizer, task: Task) -> None:
     limit = tokenizer.model_max_length
     if len(tokenizer(task.prompt).input_ids) > limit:
         raise ValueError(f"prompt of sample {task.index} is longer than {limit} tokens: {task.prompt[:80]!r}...")
-    for word in task.words:
-        token_indices(tokenizer, task.prompt, attention_word(word))
     text, start = class_prompt(task)
     for word in task.words:
-        token_indices(tokenizer, text, attention_word(word), start)
+        try:
+            token_indices(tokenizer, task.prompt, attention_word(word))
+            token_indices(tokenizer, text, attention_word(word), start)
+        except ValueError as error:
+            if word == attention_word(word):
+                raise
+            raise ValueError(f"{error} (for the class {word!r})") from None
 
 
 def class_prompt(task: Task) -> tuple[str, int]:
@@ -140,6 +140,17 @@ class Worker:
                 for b, task in enumerate(tasks)]
 
 
+@dataclass(frozen=True)
+class ClassErrors:
+    """A sample's diffusion-classifier errors, torch: [K, h, w] under its K named classes;
+    for the not-drawn check (else None), [h, w] under its prompt and [K, h, w] under its
+    prompt without each class."""
+
+    named: object
+    prompt: object | None
+    without: object | None
+
+
 @dataclass
 class CapturedBatch:
     """Generated images and what was captured while making them."""
@@ -147,7 +158,7 @@ class CapturedBatch:
     images: np.ndarray  # uint8 [B, H, W, 3]
     cross: dict  # {(h, w): float [B, T, h, w]}; T: class-prompt tokens (faithful) or prompt tokens (ours)
     self_attention: object | None  # torch float [B, N, N]
-    class_errors: list | None = None  # per sample torch [K, h, w] denoising errors (ours)
+    class_errors: list | None = None  # per sample ClassErrors or None (ours)
 
 
 def capture_batch(pipe, tasks: list[Task], spec: Text2LabelsDatasetSpec) -> CapturedBatch:
@@ -181,18 +192,28 @@ def capture_batch(pipe, tasks: list[Task], spec: Text2LabelsDatasetSpec) -> Capt
     return CapturedBatch((images * 255).round().astype(np.uint8), store.cross_maps(), store.self_map(), class_errors)
 
 
-def _class_errors(pipe, latents, task: Task, params: Text2LabelsSpec):
-    """Denoising errors [K, h, w] of one sample under each named class (None for one class)."""
-    if len(task.words) == 1:
+def _class_errors(pipe, latents, task: Task, params: Text2LabelsSpec) -> ClassErrors | None:
+    """Denoising errors of one sample under each named class and, for the not-drawn check,
+    under its prompt and under its prompt without each class. None: one named class and no
+    check (nothing to compare)."""
+    check = params.min_class_gain is not None
+    count = len(task.words)
+    if count == 1 and not check:
         return None
     from synthscene.capture import encode_for_store
     from synthscene.label.classify import denoising_errors
 
-    # its own noise stream, so labels do not depend on the batch the sample ran in
+    # its own noise stream, so labels do not depend on the batch the sample ran in; every
+    # condition sees the same noise, so the check's rows change none of the class rows
     generator = sample_generator(stream_seed(task.seed, Stream.CLASSIFIER_NOISE))
-    embeddings = encode_for_store(pipe, [attention_word(w) for w in task.words])
-    return denoising_errors(pipe.unet, pipe.scheduler, latents, embeddings, params.classifier_timesteps,
-                            params.classifier_repeats, generator)
+    texts = [attention_word(w) for w in task.words]
+    if check:
+        texts += [task.prompt] + [without_phrase(task.prompt, attention_word(w)) for w in task.words]
+    errors = denoising_errors(pipe.unet, pipe.scheduler, latents, encode_for_store(pipe, texts),
+                              params.classifier_timesteps, params.classifier_repeats, generator)
+    if not check:
+        return ClassErrors(errors, None, None)
+    return ClassErrors(errors[:count], errors[count], errors[count + 1 :])
 
 
 def label_sample(tokenizer, captured: CapturedBatch, b: int, task: Task, params: Text2LabelsSpec,
@@ -209,7 +230,12 @@ def label_sample(tokenizer, captured: CapturedBatch, b: int, task: Task, params:
         labels = faithful_labels(image, cross, groups, self_attention, task.class_ids, params, num_classes)
     else:
         first = min(token_indices(tokenizer, task.prompt, attention_word(w))[0] for w in task.words)
-        labels = ours_labels(image, cross, first, self_attention, captured.class_errors[b], task.class_ids, params,
-                             num_classes)
+        errors = captured.class_errors[b] or ClassErrors(None, None, None)
+        presence = None if errors.prompt is None else (errors.prompt, errors.without)
+        labels = ours_labels(image, cross, first, self_attention, errors.named, task.class_ids, params, num_classes,
+                             presence)
+    drawn = {int(c) for c in labels.instances.class_id}
+    # what the labeller found no trace of, although the caption named it
+    not_drawn = [c for c in task.class_ids if c not in drawn]
     return Sample(task.index, task.seed, task.prompt, image, labels.instances, labels.semantic, task.class_ids,
-                  labels.dropped)
+                  labels.dropped, {"not_drawn": not_drawn})

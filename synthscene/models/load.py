@@ -6,7 +6,11 @@ come from differs. Weights load from safetensors only (``use_safetensors=True``)
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
+import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -56,7 +60,9 @@ def load_pipeline(model: str = EMBEDDED_MODEL_NAME, dtype: torch.dtype = torch.f
                 "(expected a folder written by save_pretrained)"
             )
         pipeline_class = StableDiffusionPipeline if _is_sd(Path(source)) else DiffusionPipeline
-        pipe = pipeline_class.from_pretrained(source, local_files_only=True, use_safetensors=True)
+        with library_messages_held():
+            pipe = pipeline_class.from_pretrained(source, local_files_only=True, use_safetensors=True,
+                                                  low_cpu_mem_usage=_HAS_ACCELERATE)
     else:
         if not looks_like_hub_id(model):
             raise ModelNotFoundError(
@@ -64,7 +70,8 @@ def load_pipeline(model: str = EMBEDDED_MODEL_NAME, dtype: torch.dtype = torch.f
                 "it is not a hub id of the form owner/name either"
             )
         try:
-            pipe = DiffusionPipeline.from_pretrained(model, use_safetensors=True)
+            with library_messages_held():
+                pipe = DiffusionPipeline.from_pretrained(model, use_safetensors=True, low_cpu_mem_usage=_HAS_ACCELERATE)
         except Exception as err:  # diffusers raises OSError, HfHubHTTPError, ValueError...
             raise ModelNotFoundError(
                 f"model {model!r}: no local folder of that name ({Path(model).resolve()}), "
@@ -75,6 +82,53 @@ def load_pipeline(model: str = EMBEDDED_MODEL_NAME, dtype: torch.dtype = torch.f
     if dtype != pipe.unet.dtype:  # cast after loading: the keyword moved (torch_dtype -> dtype) across versions
         pipe.to(dtype=dtype)
     return pipe
+
+
+# without accelerate, diffusers falls back to plain loading anyway, after a warning that says so
+_HAS_ACCELERATE = importlib.util.find_spec("accelerate") is not None
+
+
+class _HeldRecords(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def library_messages_held():
+    """Hold diffusers' and transformers' log lines and Python warnings while a model loads,
+    and hide their loading bars: shown once it has loaded, dropped if it failed, so a
+    failure is our one-line error and not a page of library output above it."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    roots = [diffusers_logging.get_logger("diffusers"), transformers_logging.get_logger("transformers")]
+    saved = [(root, root.handlers[:]) for root in roots]
+    held = _HeldRecords()
+    for root in roots:
+        root.handlers = [held]
+    bars = [module for module in (diffusers_logging, transformers_logging) if module.is_progress_bar_enabled()]
+    for module in bars:
+        module.disable_progress_bar()
+    with warnings.catch_warnings(record=True) as caught:
+        try:
+            yield
+        finally:
+            for root, handlers in saved:
+                root.handlers = handlers
+            for module in bars:
+                module.enable_progress_bar()
+    # loaded: say what the libraries had to say
+    for record in held.records:
+        root = next(r for r in roots if record.name.split(".")[0] == r.name)
+        for handler in root.handlers:
+            if record.levelno >= handler.level:
+                handler.handle(record)
+    for warning in caught:
+        warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
 
 
 def _is_sd(folder: Path) -> bool:

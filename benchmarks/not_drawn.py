@@ -1,0 +1,124 @@
+"""Labels only for what was drawn: text2labels on prompts that name classes the model cannot draw.
+
+    .venv/bin/python benchmarks/not_drawn.py [--images 96] [--seed S] [--gains 0,0.02,0.05,0.1]
+
+The embedded model knows the six shapes-world classes only. Two prompt sets, planned by
+text2labels' own planner from ``--seed``: *known* prompts name world classes only; *unknown*
+prompts name at least one class outside the world (giraffe, car, ...: ``UNKNOWN``), alone,
+with another unknown one or beside a world class. Each batch is generated once with the
+empty prompt's classifier errors captured, then labelled with ``min_class_gain`` off and at
+each of ``--gains``. Per setting:
+
+- ``unknown_fraction``: unknown-set samples that get an instance of an unknown class
+  (goal <= 0.05);
+- ``known_miou`` / ``known_ignored``: the known set's semantic mIoU against the oracle
+  (255 left out) and the share of its pixels that are 255;
+- ``known_missed``: named world classes the oracle finds (>= 10 px) that get no instance
+  (on the known set), i.e. what the check costs in recall;
+- ``unknown_known_missed``: the same for the world classes named in unknown prompts.
+
+Choose the gain on one seed and report it on another generated afterwards. Last line: JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from synthscene.codecs import IGNORE_INDEX
+from synthscene.evaluation.semantic import confusion_matrix, miou_from_confusion
+from synthscene.methods import text2labels
+from synthscene.methods.text2labels import capture_batch, label_sample
+from synthscene.models.load import load_pipeline
+from synthscene.models.schedulers import set_scheduler
+from synthscene.spec import ClassSpec, load_spec
+from synthscene.world import CLASS_NAMES, oracle_semantic
+
+UNKNOWN = ("giraffe", "car", "dog", "chair", "bottle", "tree", "cup", "person")
+MIN_ORACLE_PIXELS = 10  # a class the oracle sees on fewer pixels is not counted as drawn
+
+
+def prompt_sets(spec, images: int):
+    """(known tasks, unknown tasks), ``images`` each; class ids index world + UNKNOWN."""
+    known = text2labels.plan(spec.model_copy(update={"num_samples": images}))
+    everything = spec.model_copy(update={"classes": (*spec.classes, *(ClassSpec(name=n) for n in UNKNOWN)),
+                                         "num_samples": 4 * images})
+    unknown = [t for t in text2labels.plan(everything) if max(t.class_ids) >= len(CLASS_NAMES)][:images]
+    return known, unknown, everything
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", default="examples/shapes-text2labels.yaml")
+    parser.add_argument("--images", type=int, default=96)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--gains", default="0,0.02,0.05,0.1,0.15")
+    parser.add_argument("--classifier-timesteps", default=None, help="e.g. 850,950 (default: the spec's)")
+    parser.add_argument("--classifier-repeats", type=int, default=None, help="default: the spec's")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    spec = load_spec(args.spec).model_copy(update={"seed": args.seed})
+    classifier = {}
+    if args.classifier_timesteps:
+        classifier["classifier_timesteps"] = tuple(int(t) for t in args.classifier_timesteps.split(","))
+    if args.classifier_repeats:
+        classifier["classifier_repeats"] = args.classifier_repeats
+    spec = spec.model_copy(update={"text2labels": spec.text2labels.model_copy(update=classifier)})
+    if [c.name for c in spec.classes] != list(CLASS_NAMES):
+        raise SystemExit("the spec's classes must be the shapes world's, in order, to use the oracle")
+    known, unknown, everything = prompt_sets(spec, args.images)
+    text2labels.check(everything, known + unknown)
+    pipe = load_pipeline(spec.model, device=args.device)
+    set_scheduler(pipe, spec.sampler.scheduler)
+    gains = [float(g) for g in args.gains.split(",")]
+    # captured once with the empty prompt's errors; each setting only relabels
+    capture_params = spec.text2labels.model_copy(update={"min_class_gain": 0.0})
+    settings = {"off": spec.text2labels.model_copy(update={"min_class_gain": None}),
+                **{f"{g:g}": spec.text2labels.model_copy(update={"min_class_gain": g}) for g in gains}}
+    n = len(CLASS_NAMES) + 1
+    stats = {name: {"confusion": np.zeros((n, n), np.int64), "ignored": 0, "pixels": 0, "unknown_hit": 0,
+                    "missed": [0, 0], "unknown_missed": [0, 0]} for name in settings}
+    for set_name, tasks in (("known", known), ("unknown", unknown)):
+        for start in tqdm(range(0, len(tasks), spec.batch_size), desc=f"{set_name} prompts"):
+            batch = tasks[start : start + spec.batch_size]
+            captured = capture_batch(pipe, batch, spec.model_copy(update={"text2labels": capture_params}))
+            truths = [oracle_semantic(image) for image in captured.images]
+            for name, params in settings.items():
+                entry = stats[name]
+                for b, task in enumerate(batch):
+                    sample = label_sample(pipe.tokenizer, captured, b, task, params, len(everything.classes))
+                    labelled = {int(c) for c in sample.instances.class_id}
+                    named_world = [c for c in task.class_ids if c < len(CLASS_NAMES)]
+                    seen = [c for c in named_world if (truths[b] == c + 1).sum() >= MIN_ORACLE_PIXELS]
+                    key = "missed" if set_name == "known" else "unknown_missed"
+                    entry[key][0] += sum(c not in labelled for c in seen)
+                    entry[key][1] += len(seen)
+                    if set_name == "known":
+                        entry["confusion"] += confusion_matrix(sample.semantic, truths[b], n, ignore_index=IGNORE_INDEX)
+                        entry["ignored"] += int((sample.semantic == IGNORE_INDEX).sum())
+                        entry["pixels"] += truths[b].size
+                    else:
+                        entry["unknown_hit"] += any(c >= len(CLASS_NAMES) for c in labelled)
+    result = {"settings": {}}
+    for name, entry in stats.items():
+        result["settings"][name] = {
+            "unknown_fraction": round(entry["unknown_hit"] / len(unknown), 4),
+            "known_miou": round(miou_from_confusion(entry["confusion"])[0], 4),
+            "known_ignored": round(entry["ignored"] / entry["pixels"], 4),
+            "known_missed": round(entry["missed"][0] / max(1, entry["missed"][1]), 4),
+            "unknown_known_missed": round(entry["unknown_missed"][0] / max(1, entry["unknown_missed"][1]), 4),
+        }
+        print(name, result["settings"][name], flush=True)
+    result.update(images=args.images, seed=args.seed, classifier_timesteps=spec.text2labels.classifier_timesteps,
+                  classifier_repeats=spec.text2labels.classifier_repeats, unknown_classes=list(UNKNOWN), goal_unknown_fraction=0.05,
+                  seconds=round(time.perf_counter() - started, 1))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
