@@ -18,6 +18,12 @@ each of ``--gains``. Per setting:
 - ``unknown_known_missed``: the same for the world classes named in unknown prompts.
 
 Choose the gain on one seed and report it on another generated afterwards. Last line: JSON.
+
+    .venv/bin/python benchmarks/not_drawn.py --mosaic [--images 24] [--seed S]
+
+does the same for MosaicFusion regions (``examples/shapes-mosaic.yaml``, every region's class
+drawn from the world's and ``UNKNOWN``): ``unknown_region_fraction`` (regions of an unknown class
+that give an instance) and ``world_region_kept`` (regions of a world class that give one).
 """
 
 from __future__ import annotations
@@ -59,8 +65,11 @@ def main() -> None:
     parser.add_argument("--gains", default="0,0.02,0.05,0.1,0.15")
     parser.add_argument("--classifier-timesteps", default=None, help="e.g. 850,950 (default: the spec's)")
     parser.add_argument("--classifier-repeats", type=int, default=None, help="default: the spec's")
+    parser.add_argument("--mosaic", action="store_true", help="score MosaicFusion regions instead")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    if args.mosaic:
+        return mosaic_regions(args)
     started = time.perf_counter()
     spec = load_spec(args.spec).model_copy(update={"seed": args.seed})
     classifier = {}
@@ -116,6 +125,54 @@ def main() -> None:
         print(name, result["settings"][name], flush=True)
     result.update(images=args.images, seed=args.seed, classifier_timesteps=spec.text2labels.classifier_timesteps,
                   classifier_repeats=spec.text2labels.classifier_repeats, unknown_classes=list(UNKNOWN), goal_unknown_fraction=0.05,
+                  seconds=round(time.perf_counter() - started, 1))
+    print(json.dumps(result))
+
+
+def mosaic_regions(args) -> None:
+    from synthscene.capture import CaptureConfig
+    from synthscene.capture.tokens import attention_word, token_indices
+    from synthscene.label.mosaic import region_instances, region_objectness
+    from synthscene.methods import mosaic
+    from synthscene.methods.mosaic import generate_mosaic, region_class_errors
+    from synthscene.plan import sample_generator
+
+    started = time.perf_counter()
+    spec = load_spec("examples/shapes-mosaic.yaml")
+    classes = (*spec.classes, *(ClassSpec(name=n) for n in UNKNOWN))
+    spec = spec.model_copy(update={"seed": args.seed, "num_samples": args.images, "classes": classes})
+    tasks = mosaic.plan(spec)
+    mosaic.check(spec, tasks)
+    pipe = load_pipeline(spec.model, device=args.device)
+    set_scheduler(pipe, spec.sampler.scheduler)
+    gains = [float(g) for g in args.gains.split(",")]
+    settings = {"off": None, **{f"{g:g}": g for g in gains}}
+    counts = {name: {"unknown": [0, 0], "world": [0, 0]} for name in settings}
+    for task in tqdm(tasks, desc="mosaic regions"):
+        params = spec.mosaic
+        result = generate_mosaic(pipe, list(task.region_prompts), task.layout, spec.sampler.steps,
+                                 spec.sampler.guidance, sample_generator(task.seed), params.batched,
+                                 CaptureConfig(cross_resolutions=(), step_window=params.step_window))
+        objectness = [region_objectness(result.cross[k], token_indices(pipe.tokenizer, prompt, attention_word(word))[0],
+                                        task.layout)
+                      for k, (prompt, word) in enumerate(zip(task.region_prompts, task.words))]
+        errors = region_class_errors(pipe, result.latents, task, params)
+        for name, gain in settings.items():
+            found = region_instances(result.image, objectness, task.layout,
+                                     params.model_copy(update={"min_class_gain": gain}),
+                                     class_errors=None if gain is None else errors)
+            for class_id, instances in zip(task.class_ids, found):
+                kind = "unknown" if class_id >= len(CLASS_NAMES) else "world"
+                counts[name][kind][0] += bool(instances)
+                counts[name][kind][1] += 1
+    result = {"settings": {}}
+    for name, entry in counts.items():
+        result["settings"][name] = {
+            "unknown_region_fraction": round(entry["unknown"][0] / max(1, entry["unknown"][1]), 4),
+            "world_region_kept": round(entry["world"][0] / max(1, entry["world"][1]), 4),
+            "regions": {"unknown": entry["unknown"][1], "world": entry["world"][1]}}
+        print(name, result["settings"][name], flush=True)
+    result.update(images=args.images, seed=args.seed, unknown_classes=list(UNKNOWN), goal_unknown_fraction=0.05,
                   seconds=round(time.perf_counter() - started, 1))
     print(json.dumps(result))
 
