@@ -7,19 +7,21 @@ The example text2labels spec on the embedded model (``--samples`` samples in sha
 ways, each as the command a user runs (``synthscene generate --spec ... --threads 1``, a
 fresh process): the local loop, Ray with 1 actor, Ray with 2 actors, and, as the
 no-Ray reference for two workers, two plain processes splitting the shards
-(``--shard-index I --num-shards 2``, started together); 1 compute thread each. Each figure
-is the fastest of ``--repeats`` rounds, each round starting with another configuration
-(this machine's speed drifts 10-15 % within minutes). The local Ray cluster
+(``--shard-index I --num-shards 2``, started together); 1 compute thread each. This
+machine's speed drifts 10-30 % within the hour, more than the effect measured, so every
+ratio is taken inside a round, between runs made back to back (local next to Ray 1 actor,
+Ray 2 actors next to the split, each pair's order flipped every other round), and the
+figure is the median over ``--repeats`` rounds. The local Ray cluster
 (``num_cpus=2``) is started once before timing, as a user's cluster would already be up,
 and the Ray commands join it (``--ray-address``); one untimed one-shard run of the local
 loop and of Ray warms the machine (file cache) and the cluster (Ray Data's helper actors)
 for both. Every timing includes the imports and model loading of a fresh process (for
 Ray: of each actor) and writing shards.
 
-``ray_overhead`` = Ray 1 actor / local (goal <= 1.10), with ``ray_overhead_per_round`` (the
-two runs of a round are minutes apart, not half an hour); ``speedup_2_workers`` = Ray 1
-actor / Ray 2 actors (goal >= 1.7 on this 2-core machine); ``speedup_split`` = local / the
-two plain processes (what two workers give here without Ray). ``first_shard_seconds``:
+``ray_overhead`` = Ray 1 actor / local (goal <= 1.10); ``speedup_2_workers`` = Ray 1 actor /
+Ray 2 actors (goal >= 1.7 on this 2-core machine); ``speedup_split`` = local / the two plain
+processes (what two workers give here without Ray); each with its ``*_per_round`` values.
+``seconds``: each configuration's fastest run. ``first_shard_seconds``:
 from the command's start until its first shard is written, i.e. the fixed start-up plus one
 shard, which a longer run amortises. ``identical``: every run's shards, manifest and
 resolved spec are byte-identical. The last line is one JSON object.
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,7 +70,10 @@ def main() -> None:
     runs = {"local": [], "ray_1": ["--backend", "ray", "--workers", "1", "--ray-address", address],
             "ray_2": ["--backend", "ray", "--workers", "2", "--ray-address", address],
             "split_2": [["--shard-index", "0", "--num-shards", "2"], ["--shard-index", "1", "--num-shards", "2"]]}
-    seconds, first_shard, digests, shards_per_worker, per_round = {}, {}, {}, {}, []
+    seconds, first_shard, digests, shards_per_worker = {}, {}, {}, {}
+    ratios = {"ray_overhead": ("ray_1", "local"), "speedup_2_workers": ("ray_1", "ray_2"),
+              "speedup_split": ("local", "split_2")}  # name: (numerator, denominator) runs
+    per_round = {name: [] for name in ratios}
     with tempfile.TemporaryDirectory() as tmp:
         spec_file = Path(tmp) / "spec.yaml"
         spec_file.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
@@ -80,9 +86,10 @@ def main() -> None:
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for round_ in range(args.repeats):
             took_in_round = {}
-            # each round starts with another configuration, so none always runs on a machine
-            # the previous one left warm (or busy)
-            order = list(runs)[round_ % len(runs):] + list(runs)[:round_ % len(runs)]
+            # the runs a ratio compares run back to back, each pair's order flipped every other
+            # round, so neither side always follows the same neighbour
+            pairs = [("local", "ray_1"), ("ray_2", "split_2")]
+            order = [name for pair in pairs for name in (pair if round_ % 2 == 0 else pair[::-1])]
             for name in order:
                 out = Path(tmp) / f"{name}-{round_}"
                 command = [sys.executable, "-m", "synthscene.cli", "generate", "--spec", str(spec_file), "--out",
@@ -107,13 +114,14 @@ def main() -> None:
                 shards_per_worker[name] = sorted(makers.values(), reverse=True)
                 print(f"round {round_ + 1}, {name}: {took:.1f} s, shards per worker {shards_per_worker[name]}",
                       flush=True)
-            per_round.append(round(took_in_round["ray_1"] / took_in_round["local"], 3))
+            for key, (numerator, denominator) in ratios.items():
+                per_round[key].append(round(took_in_round[numerator] / took_in_round[denominator], 3))
+            print(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]}" for k, v in per_round.items()), flush=True)
     ray.shutdown()
     print(json.dumps({
-        "ray_overhead": round(seconds["ray_1"] / seconds["local"], 3), "goal_ray_overhead": 1.10,
-        "ray_overhead_per_round": per_round,
-        "speedup_2_workers": round(seconds["ray_1"] / seconds["ray_2"], 3), "goal_speedup_2_workers": 1.7,
-        "speedup_split": round(seconds["local"] / seconds["split_2"], 3),
+        **{key: round(statistics.median(values), 3) for key, values in per_round.items()},
+        "goal_ray_overhead": 1.10, "goal_speedup_2_workers": 1.7,
+        **{f"{key}_per_round": values for key, values in per_round.items()},
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
         "first_shard_seconds": {k: round(v, 1) for k, v in first_shard.items()},
         "identical": len(set().union(*digests.values())) == 1,

@@ -5,9 +5,10 @@
 The embedded model knows the six shapes-world classes only. Two prompt sets, planned by
 text2labels' own planner from ``--seed``: *known* prompts name world classes only; *unknown*
 prompts name at least one class outside the world (giraffe, car, ...: ``UNKNOWN``), alone,
-with another unknown one or beside a world class. Each batch is generated once with the
-empty prompt's classifier errors captured, then labelled with ``min_class_gain`` off and at
-each of ``--gains``. Per setting:
+with another unknown one or beside a world class. Each batch is generated once with every
+classifier row captured, then labelled with the check off, at each of ``--gains``, and at the
+spec's gain with each rival margin of ``--margins`` (``min_rival_margin``: the class's own
+word must beat the spec's classes the prompt did not name). Per setting:
 
 - ``unknown_fraction``: unknown-set samples that get an instance of an unknown class
   (goal <= 0.05);
@@ -63,6 +64,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=96)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--gains", default="0,0.02,0.05,0.1,0.15")
+    parser.add_argument("--margins", default="-0.02,0,0.02",
+                        help="rival margins (min_rival_margin), each with the spec's min_class_gain")
     parser.add_argument("--classifier-timesteps", default=None, help="e.g. 850,950 (default: the spec's)")
     parser.add_argument("--classifier-repeats", type=int, default=None, help="default: the spec's")
     parser.add_argument("--mosaic", action="store_true", help="score MosaicFusion regions instead")
@@ -85,17 +88,23 @@ def main() -> None:
     pipe = load_pipeline(spec.model, device=args.device)
     set_scheduler(pipe, spec.sampler.scheduler)
     gains = [float(g) for g in args.gains.split(",")]
-    # captured once with the empty prompt's errors; each setting only relabels
-    capture_params = spec.text2labels.model_copy(update={"min_class_gain": 0.0})
-    settings = {"off": spec.text2labels.model_copy(update={"min_class_gain": None}),
-                **{f"{g:g}": spec.text2labels.model_copy(update={"min_class_gain": g}) for g in gains}}
+    margins = [float(m) for m in args.margins.split(",")] if args.margins else []
+    # captured once with every row the check can use; each setting only relabels
+    capture_params = spec.text2labels.model_copy(update={"min_class_gain": 0.0, "min_rival_margin": 0.0})
+    default_gain = spec.text2labels.min_class_gain or 0.05
+    off = {"min_rival_margin": None}
+    settings = {"off": spec.text2labels.model_copy(update={"min_class_gain": None, **off}),
+                **{f"{g:g}": spec.text2labels.model_copy(update={"min_class_gain": g, **off}) for g in gains},
+                **{f"{default_gain:g}+rival {m:g}": spec.text2labels.model_copy(
+                    update={"min_class_gain": default_gain, "min_rival_margin": m}) for m in margins}}
     n = len(CLASS_NAMES) + 1
     stats = {name: {"confusion": np.zeros((n, n), np.int64), "ignored": 0, "pixels": 0, "unknown_hit": 0,
                     "missed": [0, 0], "unknown_missed": [0, 0]} for name in settings}
     for set_name, tasks in (("known", known), ("unknown", unknown)):
         for start in tqdm(range(0, len(tasks), spec.batch_size), desc=f"{set_name} prompts"):
             batch = tasks[start : start + spec.batch_size]
-            captured = capture_batch(pipe, batch, spec.model_copy(update={"text2labels": capture_params}))
+            # the user's spec names the unknown classes too: they are rivals as much as the world's
+            captured = capture_batch(pipe, batch, everything.model_copy(update={"text2labels": capture_params}))
             truths = [oracle_semantic(image) for image in captured.images]
             for name, params in settings.items():
                 entry = stats[name]

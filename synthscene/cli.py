@@ -52,11 +52,13 @@ def world(
     seed: Annotated[int, typer.Option(help="World seed; the same seed gives the same dataset.")] = 0,
     size: Annotated[int, typer.Option(help="Image side in pixels.")] = 32,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
+    cityscapes: Annotated[bool, typer.Option(help="Also write both splits in the Cityscapes layout "
+                                                  "(cityscapes/leftImg8bit, cityscapes/gtFine).")] = False,
 ):
     """Write a shapes-world dataset with exact labels (COCO, VOC-style PNGs, captions)."""
     from synthscene.world.build import write_world
 
-    write_world(out, n_train, n_val, seed=seed, size=size, overwrite=overwrite)
+    write_world(out, n_train, n_val, seed=seed, size=size, overwrite=overwrite, cityscapes=cityscapes)
     typer.echo(f"wrote {n_train} train + {n_val} val images to {out}")
 
 
@@ -157,7 +159,7 @@ def generate(
 @_friendly_errors
 def export(
     run: Annotated[Path, typer.Option("--in", help="A run folder written by generate --spec.")],
-    format: Annotated[str, typer.Option(help="coco, lvis or voc.")],
+    format: Annotated[str, typer.Option(help="coco, lvis, voc or cityscapes.")],
     out: Annotated[Path, typer.Option(help="Output folder (must not exist or be empty).")],
     negatives: Annotated[str, typer.Option(help="LVIS: 'none', or 'unnamed' to declare classes the prompt "
                                                 "did not name absent (neg_category_ids).")] = "none",
@@ -165,7 +167,8 @@ def export(
     allow_partial: Annotated[bool, typer.Option(help="Export an unfinished run's finished shards (export.json "
                                                      "records how many).")] = False,
 ):
-    """Export a run's samples as COCO / LVIS instances (RLE) or a VOC-style segmentation set."""
+    """Export a run's samples as COCO / LVIS instances (RLE), a VOC-style segmentation set or the
+    Cityscapes layout."""
     from synthscene.formats.export import export_run
 
     export_run(run, format, out, overwrite=overwrite, negatives=negatives, allow_partial=allow_partial)

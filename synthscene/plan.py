@@ -18,6 +18,8 @@ class Stream(IntEnum):
 
     CLASSIFIER_NOISE = 1  # text2labels 'ours': noise of the diffusion classifier
     LAYOUT = 2  # mosaic: the jittered region layout
+    STYLE = 3  # restyle: which style prompt each instance gets
+    CROP = 4  # restyle: the focused crop's window
 
 
 def sample_seed(run_seed: int, index: int) -> int:

@@ -118,6 +118,14 @@ class Text2LabelsSpec(ClassifierSpec):
     uncertain_blend: tuple[float, float] | None = (0.4, 0.6)
     colour_split_distance: float = Field(35.0, ge=0.0)  # Lab; 0: one segment per connected region
     colour_group_distance: float = Field(15.0, ge=0.0)  # Lab; look-alike segments share a class
+    # the not-drawn check's second question: does the class's own word explain its pixels
+    # better than every class of the spec the prompt did not name (its rivals), by this margin
+    # (1 - error(word) / lowest rival error)? A class the model cannot draw loses to the class
+    # whose look the model gave it. A rival counts only where its own word explains the pixels
+    # better than the empty prompt by ``rival_word_gain`` (a word the model cannot draw either
+    # is no rival). None: not asked (and no rival rows are computed).
+    min_rival_margin: float | None = Field(0.0, ge=-1.0, lt=1.0)
+    rival_word_gain: float = Field(0.04, ge=0.0, lt=1.0)
 
     @model_validator(mode="before")
     @classmethod
@@ -220,6 +228,13 @@ class _DatasetBase(_Strict):
     def class_names(self) -> list[str]:
         return [c.name for c in self.classes]
 
+    def _all_known(self, names, what: str):
+        """Refuse class names (of a method's section) that the taxonomy does not hold."""
+        missing = [name for name in names if name not in self.class_names]
+        if missing:
+            raise ValueError(f"{what} not in the taxonomy (classes): {', '.join(missing)}")
+        return self
+
 
 class _PromptedBase(_DatasetBase):
     """Methods whose samples come from one prompt naming some of the classes."""
@@ -277,10 +292,7 @@ class GroundingDatasetSpec(_PromptedBase):
 
     @model_validator(mode="after")
     def _novel_known(self):
-        missing = [name for name in self.grounding.novel_classes if name not in self.class_names]
-        if missing:
-            raise ValueError(f"novel classes not in the taxonomy (classes): {', '.join(missing)}")
-        return self
+        return self._all_known(self.grounding.novel_classes, "novel classes")
 
 
 class MosaicDatasetSpec(_DatasetBase):
@@ -291,17 +303,68 @@ class MosaicDatasetSpec(_DatasetBase):
 
     @model_validator(mode="after")
     def _categories_known(self):
-        missing = [name for name in self.mosaic.categories if name not in self.class_names]
-        if missing:
-            raise ValueError(f"mosaic categories not in the taxonomy (classes): {', '.join(missing)}")
+        return self._all_known(self.mosaic.categories, "mosaic categories")
+
+
+class SourceSpec(_Strict):
+    """A real labelled dataset: a COCO instances file (+ image root) or a Cityscapes-layout folder."""
+
+    format: Literal["coco", "cityscapes"]
+    path: str = Field(min_length=1)  # coco: the instances JSON; cityscapes: the layout's root
+    split: str = "train"  # cityscapes
+    image_root: str | None = None  # coco: where its file_names are (default: beside the JSON)
+
+
+class RestyleSpec(_Strict):
+    """InstSynth: regenerate the largest instances of real images inside their masks; the
+    source's labels stay valid (``synthscene.methods.restyle``)."""
+
+    source: SourceSpec
+    instances_per_image: int = Field(3, ge=1)  # the K largest non-crowd instances of each image
+    variants_per_instance: int = Field(2, ge=1)  # restyled copies of each source image
+    # per class, prompts to draw from; a class without one uses the template
+    style_prompts: dict[str, tuple[str, ...]] = {}
+    style_template: str = "a photo of a {name}"
+    # the denoising starts this far into the schedule (0: from pure noise inside the mask)
+    start: float = Field(0.25, ge=0.0, lt=1.0)
+    mask_dilation: int = Field(0, ge=0, le=64)  # pixels the mask grows by before regeneration
+    min_instance_area: int = Field(16, ge=1)  # smaller instances are not restyled
+    # blend: blended latent diffusion with a text-to-image model; inpaint: an inpainting
+    # model (9-channel UNet); auto: whichever the model is
+    mode: Literal["auto", "blend", "inpaint"] = "auto"
+    # InstSynth's focused crops: a 2:1 window around the largest restyled instance, resized
+    # back to the image's size (None: on for images at least 1.5x as wide as tall)
+    focused_crops: bool | None = None
+
+    @model_validator(mode="after")
+    def _prompts_valid(self):
+        if "{name}" not in self.style_template:
+            raise ValueError(f"style_template {self.style_template!r} has no {{name}} placeholder")
+        empty = [name for name, prompts in self.style_prompts.items() if not prompts]
+        if empty:
+            raise ValueError(f"style_prompts of {empty[0]!r} is empty: give prompts or leave the class out")
         return self
 
 
+class RestyleDatasetSpec(_DatasetBase):
+    """Real instances restyled inside their masks (``synthscene.methods.restyle``).
+    ``classes`` are the source's, in its order; ``num_samples`` takes the first (image,
+    variant) pairs."""
+
+    method: Literal["restyle"]
+    restyle: RestyleSpec
+
+    @model_validator(mode="after")
+    def _style_classes_known(self):
+        return self._all_known(self.restyle.style_prompts, "style_prompts for a class")
+
+
 # One pydantic model per method, chosen by ``method``.
-DatasetSpec = Annotated[Text2LabelsDatasetSpec | MosaicDatasetSpec | GroundingDatasetSpec,
+DatasetSpec = Annotated[Text2LabelsDatasetSpec | MosaicDatasetSpec | GroundingDatasetSpec | RestyleDatasetSpec,
                        Field(discriminator="method")]
 _ADAPTER = TypeAdapter(DatasetSpec)
-METHOD_SECTIONS = {"text2labels": "text2labels", "mosaic": "mosaic", "grounding": "grounding"}  # each method's own section
+# each method's own section
+METHOD_SECTIONS = {"text2labels": "text2labels", "mosaic": "mosaic", "grounding": "grounding", "restyle": "restyle"}
 
 
 def validate_spec(data: dict, where: str = "spec") -> DatasetSpec:

@@ -7,6 +7,10 @@ import subprocess
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
+from PIL import Image
+
 from synthscene.engine import Execution, run_spec
 
 # the shapes world's open-vocabulary split used by the grounding tests
@@ -49,3 +53,32 @@ def sigkill_when(command: list[str], ready, timeout: float = 300) -> None:
     if process.poll() is None:
         os.kill(process.pid, signal.SIGKILL)
     process.wait()
+
+
+def write_cityscapes_files(root, split, city, stem, image, label_ids, instance_ids):
+    images, labels = root / "leftImg8bit" / split / city, root / "gtFine" / split / city
+    images.mkdir(parents=True, exist_ok=True)
+    labels.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(images / f"{stem}_leftImg8bit.png")
+    Image.fromarray(label_ids).save(labels / f"{stem}_gtFine_labelIds.png")
+    cv2.imwrite(str(labels / f"{stem}_gtFine_instanceIds.png"), instance_ids.astype(np.uint16))
+
+
+def write_street(root, split="train", city="aachen", stem="aachen_000000_000019", height=24, width=48):
+    """A small street in Cityscapes' own ids: road, sky, two cars, a car group, a caravan."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    label_ids = np.full((height, width), 7, np.uint8)  # road
+    label_ids[:6] = 23  # sky
+    label_ids[6:8, :] = 0  # unlabeled
+    instance_ids = label_ids.astype(np.int64)
+    label_ids[10:16, 2:10] = 26  # a car, k = 0
+    instance_ids[10:16, 2:10] = 26000
+    label_ids[10:18, 20:30] = 26  # another car, k = 2 (ids need not be consecutive)
+    instance_ids[10:18, 20:30] = 26002
+    label_ids[18:22, 32:46] = 26  # a group of cars: label id only
+    instance_ids[18:22, 32:46] = 26
+    label_ids[8:12, 36:44] = 29  # a caravan (an ignored thing class)
+    instance_ids[8:12, 36:44] = 29000
+    write_cityscapes_files(root, split, city, stem, image, label_ids, instance_ids)
+    return image, label_ids, instance_ids

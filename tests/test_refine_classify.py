@@ -175,6 +175,30 @@ def test_a_class_whose_word_changes_nothing_was_not_drawn():
         {1: None, 2: None, 3: None}
 
 
+def test_a_class_that_loses_to_a_rival_word_was_not_drawn():
+    image = np.full((8, 8, 3), 128, np.uint8)
+    segments = np.zeros((8, 8), np.int32)
+    segments[1:4, 1:4], segments[5:7, 5:7] = 1, 2
+    image[segments == 1], image[segments == 2] = (200, 20, 20), (20, 20, 200)
+    errors = np.ones((2, 8, 8), np.float32)
+    errors[0][segments == 1], errors[1][segments == 2] = 0.5, 0.8  # each segment is its class's
+    errors[0][segments == 2], errors[1][segments == 1] = 1.5, 1.5
+    with_prompt = np.ones((8, 8), np.float32)
+    without = np.full((2, 8, 8), 2.0, np.float32)  # both words pass the leave-one-out check
+    rivals = np.ones((1, 8, 8), np.float32)
+    rivals[0][segments == 2] = 0.6  # an unnamed class explains segment 2 better than its word
+    empty = np.ones((8, 8), np.float32)
+    presence = (with_prompt, without, rivals, empty)
+    assert assign_segments(segments, errors, image, 0, presence, min_gain=0.05, min_rival_margin=0.0) == \
+        {1: 0, 2: None}
+    # a margin below zero lets a word lose narrowly; no margin: the rivals are not asked
+    assert assign_segments(segments, errors, image, 0, presence, 0.05, min_rival_margin=-0.5) == {1: 0, 2: 1}
+    assert assign_segments(segments, errors, image, 0, presence, 0.05, min_rival_margin=None) == {1: 0, 2: 1}
+    # a rival whose own word does not beat the empty prompt (a name the model cannot draw) is no rival
+    assert assign_segments(segments, errors, image, 0, (with_prompt, without, rivals, np.full((8, 8), 0.61)), 0.05,
+                           min_rival_margin=0.0, rival_word_gain=0.04) == {1: 0, 2: 1}
+
+
 def test_objectness_skips_tokens_before_the_first_class_word():
     maps = torch.zeros(77, 4, 4)
     maps[0] = 1.0  # BOS everywhere

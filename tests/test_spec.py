@@ -19,8 +19,8 @@ def test_method_chooses_the_model_and_defaults_to_text2labels():
 
 
 def test_errors_name_the_field_and_what_to_change(tmp_path):
-    with pytest.raises(SpecError, match="unknown method 'restyle'"):
-        validate_spec({**BASE, "method": "restyle"})
+    with pytest.raises(SpecError, match="unknown method 'repaint'"):
+        validate_spec({**BASE, "method": "repaint"})
     # an older spec file carried both sections
     with pytest.raises(SpecError, match="section 'mosaic:' belongs to method 'mosaic'.*remove the section"):
         validate_spec({**BASE, "mosaic": {"regions": 4}})
@@ -35,7 +35,7 @@ def test_errors_name_the_field_and_what_to_change(tmp_path):
 
 
 def test_the_examples_load_and_round_trip(tmp_path):
-    for name in ("shapes-text2labels", "shapes-mosaic", "shapes-grounding"):
+    for name in ("shapes-text2labels", "shapes-mosaic", "shapes-grounding", "shapes-restyle"):
         spec = load_spec(f"examples/{name}.yaml")
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
@@ -44,7 +44,7 @@ def test_the_examples_load_and_round_trip(tmp_path):
 
 def test_loading_a_spec_imports_neither_torch_nor_diffusers():
     code = ("import sys; from synthscene.spec import load_spec; load_spec('examples/shapes-mosaic.yaml'); "
-            "load_spec('examples/shapes-text2labels.yaml'); load_spec('examples/shapes-grounding.yaml'); print([m for m in ('torch', 'diffusers') if m in sys.modules])")
+            "load_spec('examples/shapes-text2labels.yaml'); load_spec('examples/shapes-grounding.yaml'); load_spec('examples/shapes-restyle.yaml'); print([m for m in ('torch', 'diffusers') if m in sys.modules])")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
 
 

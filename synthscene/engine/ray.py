@@ -130,9 +130,12 @@ class RayBackend:
                                    "device": execution.device, "threads": execution.threads, "gate": self.gate},
             batch_size=1,
             # one shard in flight per actor: a free actor takes the next shard, so no actor queues
-            # shards while another idles (shards are long, the hand-off cost is nothing beside them)
+            # shards while another idles (shards are long, the hand-off cost is nothing beside them).
+            # enable_true_multi_threading with one call at a time runs our call on the actor's main
+            # thread, as the local loop does, instead of on a helper thread Ray Data adds to overlap
+            # batching (nothing to overlap here: a batch is one shard number)
             compute=ray.data.ActorPoolStrategy(size=min(execution.workers, len(numbers)),
-                                               max_tasks_in_flight_per_actor=1),
+                                               max_tasks_in_flight_per_actor=1, enable_true_multi_threading=True),
             num_cpus=execution.threads or 1,
             num_gpus=execution.gpus_per_worker or None,
         )

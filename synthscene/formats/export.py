@@ -4,6 +4,9 @@ COCO layout::  images/*.png, annotations/instances.json (RLE masks, area = mask 
 LVIS layout::  images/*.png, annotations/lvis_v1_train.json (see ``synthscene.formats.lvis``)
 VOC layout::   JPEGImages/*.png, SegmentationClass/*.png (palette, 255 ignore),
                ImageSets/Segmentation/train.txt, labels.txt
+Cityscapes::   leftImg8bit/train/synthscene/*_leftImg8bit.png, gtFine/train/synthscene/
+               *_gtFine_labelIds.png + *_gtFine_instanceIds.png, labels.json
+               (see ``synthscene.formats.cityscapes``)
 (Images stay PNG: re-encoding labels' source images as JPEG would blur the boundaries
 the masks were drawn on.)
 """
@@ -13,13 +16,14 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from synthscene.formats.cityscapes import write_cityscapes
 from synthscene.formats.coco import instances_to_annotations, new_coco
 from synthscene.formats.lvis import lvis_image_fields, update_category_counts
 from synthscene.formats.voc import write_voc
 from synthscene.io import atomic_output_dir, write_json
 from synthscene.store import Run, open_run
 
-FORMATS = ("coco", "lvis", "voc")
+FORMATS = ("coco", "lvis", "voc", "cityscapes")
 
 
 def export_run(run: str | Path, fmt: str, out: str | Path, overwrite: bool = False, negatives: str = "none",
@@ -34,10 +38,12 @@ def export_run(run: str | Path, fmt: str, out: str | Path, overwrite: bool = Fal
     completeness = opened.completeness(allow_partial)
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
         write_json(tmp / "export.json", {"run": str(opened.root), "format": fmt, **completeness}, indent=2)
+        if fmt in ("voc", "cityscapes") and any(sample.semantic is None for sample in opened.samples()):
+            raise ValueError(f"{run} holds samples without semantic masks: export it as coco or lvis")
         if fmt == "voc":
-            if any(sample.semantic is None for sample in opened.samples()):
-                raise ValueError(f"{run} holds samples without semantic masks: export it as coco or lvis")
             write_voc(opened.items(), opened.class_names, tmp)
+        elif fmt == "cityscapes":
+            write_cityscapes(opened.samples(), opened.class_names, tmp)
         else:
             export_coco(opened, tmp, lvis=fmt == "lvis", negatives=negatives)
     return Path(out)

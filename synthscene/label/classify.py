@@ -58,7 +58,8 @@ def denoising_errors(unet, scheduler, latents: torch.Tensor, class_embeddings: t
 
 
 def assign_segments(segments, errors, image, group_distance: float = 15.0, presence=None,
-                    min_gain: float = 0.0) -> dict[int, int | None]:
+                    min_gain: float = 0.0, min_rival_margin: float | None = None,
+                    rival_word_gain: float = 0.0) -> dict[int, int | None]:
     """Which of K named classes each segment shows, from per-pixel denoising errors.
 
     Segments whose mean Lab colours lie within ``group_distance`` of each other (directly or
@@ -68,13 +69,19 @@ def assign_segments(segments, errors, image, group_distance: float = 15.0, prese
     prompt with each class cut out), each class must also explain its pixels (all its
     segments together): the prompt's error there must be lower than without the class by
     ``min_gain`` (``1 - error(prompt) / error(prompt without it)``), or its segments show none
-    of the named classes (None). A name the model never learnt to draw changes nothing.
+    of the named classes (None). A name the model never learnt to draw changes nothing. With
+    rival errors in ``presence`` and ``min_rival_margin``, the class's own word must also beat
+    every rival (a class of the taxonomy the prompt did not name) on those pixels:
+    ``1 - error(word) / lowest rival error >= min_rival_margin``; a name the model cannot draw
+    loses to the class whose look the model gave it. A rival counts only where its word beats
+    the empty prompt by ``rival_word_gain`` (a name the model cannot draw is no rival).
 
     Args:
         segments: int [H, W], 0 background, 1..S segments (``refine.colour_segments``).
         errors: float [K, H, W] denoising errors at image resolution (None: one class, no check).
         image: uint8 [H, W, 3] RGB.
-        presence: (float [H, W], float [K, H, W]) or None.
+        presence: (float [H, W], float [K, H, W]), optionally followed by float [R, H, W] rival
+            and float [H, W] empty-prompt errors; or None.
     Returns:
         {segment id: class index in 0..K-1, or None}.
     """
@@ -93,11 +100,18 @@ def assign_segments(segments, errors, image, group_distance: float = 15.0, prese
         best = int(errors[:, np.isin(segments, members)].mean(axis=1).argmin())
         choice.update(dict.fromkeys(members, best))
     if presence is not None:
-        with_all, without = presence
+        with_all, without, *rest = presence
+        rivals, empty = rest if len(rest) == 2 and min_rival_margin is not None else (None, None)
         # drawn or not is asked of a class once per image, over all its pixels
         for k in set(choice.values()):
             members = [i for i, c in choice.items() if c == k]
             pixels = np.isin(segments, members)
-            if 1.0 - with_all[pixels].mean() / without[k][pixels].mean() < min_gain:
+            drawn = 1.0 - with_all[pixels].mean() / without[k][pixels].mean() >= min_gain
+            if drawn and rivals is not None and len(rivals):
+                rival_errors = rivals[:, pixels].mean(axis=1)
+                counted = rival_errors[1.0 - rival_errors / empty[pixels].mean() >= rival_word_gain]
+                if len(counted):
+                    drawn = 1.0 - errors[k][pixels].mean() / counted.min() >= min_rival_margin
+            if not drawn:
                 choice.update(dict.fromkeys(members, None))
     return choice

@@ -41,13 +41,14 @@ def faithful_labels(image: np.ndarray, cross: dict, token_groups: list[list[int]
 
 def ours_labels(image: np.ndarray, cross: dict, first_token: int, self_attention: torch.Tensor | None,
                 class_errors: torch.Tensor | None, class_ids, params, num_classes: int,
-                presence_errors: tuple[torch.Tensor, torch.Tensor] | None = None) -> Labels:
+                presence_errors: tuple | None = None) -> Labels:
     """Our recipe: objectness from the prompt's tokens from ``first_token`` on, spread along
     the self-attention, cut by GrabCut and a colour matte, split into colour segments,
     each segment classified by the denoising errors ``class_errors`` [K, h, w] (None: one
     named class, no check). With ``presence_errors`` (errors [h, w] under the prompt and
-    [K, h, w] under the prompt without each class), a class whose word does not lower the
-    error on its segments by ``params.min_class_gain`` was not drawn: 255, no instance
+    [K, h, w] under the prompt without each class, optionally [R, h, w] under the rival
+    words and [h, w] under the empty prompt), a class whose word does not lower the error on its segments by
+    ``params.min_class_gain`` (or loses to a rival, ``params.min_rival_margin``) was not drawn: 255, no instance
     (counted as ``dropped["not_drawn"]``). Instances keep every object pixel; the semantic
     mask abstains (255) on near-even edge blends."""
     size = image.shape[:2]
@@ -69,11 +70,15 @@ def ours_labels(image: np.ndarray, cross: dict, first_token: int, self_attention
     if class_errors is not None:
         errors = _to_image_size(class_errors, size)
     if presence_errors is not None and params.min_class_gain is not None:
-        presence = (_to_image_size(presence_errors[0][None], size)[0], _to_image_size(presence_errors[1], size))
+        with_all, without, *rest = presence_errors
+        presence = (_to_image_size(with_all[None], size)[0], _to_image_size(without, size))
+        if len(rest) == 2 and rest[0] is not None and params.min_rival_margin is not None:
+            presence += (_to_image_size(rest[0], size), _to_image_size(rest[1][None], size)[0])
     lookup = np.zeros(segments.max() + 1, np.uint8)
     not_drawn = 0
     for segment, best in assign_segments(segments, errors, image, params.colour_group_distance, presence,
-                                         params.min_class_gain or 0.0).items():
+                                         params.min_class_gain or 0.0, params.min_rival_margin,
+                                         params.rival_word_gain).items():
         not_drawn += best is None
         lookup[segment] = IGNORE_INDEX if best is None else class_ids[best] + 1
     decided = lookup[segments]

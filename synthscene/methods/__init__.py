@@ -20,6 +20,7 @@ METHODS = {
     "text2labels": "synthscene.methods.text2labels",
     "mosaic": "synthscene.methods.mosaic",
     "grounding": "synthscene.methods.grounding",
+    "restyle": "synthscene.methods.restyle",
 }
 
 

@@ -144,11 +144,14 @@ class Worker:
 class ClassErrors:
     """A sample's diffusion-classifier errors, torch: [K, h, w] under its K named classes;
     for the not-drawn check (else None), [h, w] under its prompt and [K, h, w] under its
-    prompt without each class."""
+    prompt without each class, and with ``min_rival_margin`` [R, h, w] under each rival and
+    [h, w] under the empty prompt."""
 
     named: object
     prompt: object | None
     without: object | None
+    rivals: object | None = None  # [R, h, w] under the spec's classes the prompt did not name
+    empty: object | None = None  # [h, w] under the empty prompt (with rivals)
 
 
 @dataclass
@@ -187,16 +190,22 @@ def capture_batch(pipe, tasks: list[Task], spec: Text2LabelsDatasetSpec) -> Capt
         images = pipe([t.prompt for t in tasks], num_inference_steps=spec.sampler.steps,
                       guidance_scale=spec.sampler.guidance, generator=[sample_generator(t.seed) for t in tasks],
                       output_type="np", callback_on_step_end=keep_latents).images
-    class_errors = None if faithful else [_class_errors(pipe, final["latents"][b], task, params)
+    class_errors = None if faithful else [_class_errors(pipe, final["latents"][b], task, params, rival_words(spec, task))
                                           for b, task in enumerate(tasks)]
     return CapturedBatch((images * 255).round().astype(np.uint8), store.cross_maps(), store.self_map(), class_errors)
 
 
-def _class_errors(pipe, latents, task: Task, params: Text2LabelsSpec) -> ClassErrors | None:
+def rival_words(spec: Text2LabelsDatasetSpec, task: Task) -> list[str]:
+    """The words of the spec's classes that the task's prompt does not name."""
+    return [attention_word(c.name) for k, c in enumerate(spec.classes) if k not in task.class_ids]
+
+
+def _class_errors(pipe, latents, task: Task, params: Text2LabelsSpec, rivals: list[str]) -> ClassErrors | None:
     """Denoising errors of one sample under each named class and, for the not-drawn check,
-    under its prompt and under its prompt without each class. None: one named class and no
-    check (nothing to compare)."""
+    under its prompt, under its prompt without each class and (``min_rival_margin``) under
+    each rival word. None: one named class and no check (nothing to compare)."""
     check = params.min_class_gain is not None
+    rivals = rivals if check and params.min_rival_margin is not None else []
     count = len(task.words)
     if count == 1 and not check:
         return None
@@ -209,11 +218,15 @@ def _class_errors(pipe, latents, task: Task, params: Text2LabelsSpec) -> ClassEr
     texts = [attention_word(w) for w in task.words]
     if check:
         texts += [task.prompt] + [without_phrase(task.prompt, attention_word(w)) for w in task.words]
+        texts += rivals + [""] if rivals else []
     errors = denoising_errors(pipe.unet, pipe.scheduler, latents, encode_for_store(pipe, texts),
                               params.classifier_timesteps, params.classifier_repeats, generator)
     if not check:
         return ClassErrors(errors, None, None)
-    return ClassErrors(errors[:count], errors[count], errors[count + 1 :])
+    end = 2 * count + 1
+    if not rivals:
+        return ClassErrors(errors[:count], errors[count], errors[count + 1 : end])
+    return ClassErrors(errors[:count], errors[count], errors[count + 1 : end], errors[end:-1], errors[-1])
 
 
 def label_sample(tokenizer, captured: CapturedBatch, b: int, task: Task, params: Text2LabelsSpec,
@@ -231,7 +244,7 @@ def label_sample(tokenizer, captured: CapturedBatch, b: int, task: Task, params:
     else:
         first = min(token_indices(tokenizer, task.prompt, attention_word(w))[0] for w in task.words)
         errors = captured.class_errors[b] or ClassErrors(None, None, None)
-        presence = None if errors.prompt is None else (errors.prompt, errors.without)
+        presence = None if errors.prompt is None else (errors.prompt, errors.without, errors.rivals, errors.empty)
         labels = ours_labels(image, cross, first, self_attention, errors.named, task.class_ids, params, num_classes,
                              presence)
     drawn = {int(c) for c in labels.instances.class_id}

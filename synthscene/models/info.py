@@ -77,6 +77,7 @@ class ModelInfo:
     extra_conditioning: bool  # SDXL-style added text / time embeddings
     train_timesteps: int
     text_dim: int | None = None  # width of the (first) text encoder's token states
+    unet_in_channels: int = 4  # 9: an inpainting UNet (latents + mask + masked image)
 
 
 @lru_cache(maxsize=8)
@@ -91,6 +92,7 @@ def model_info(model: str) -> ModelInfo:
         extra_conditioning=unet.get("addition_embed_type") is not None,
         train_timesteps=int(scheduler.get("num_train_timesteps", 1000)),
         text_dim=_text_width(model),
+        unet_in_channels=int(unet.get("in_channels", 4)),
     )
 
 
@@ -137,4 +139,5 @@ def pipeline_info(pipe) -> ModelInfo:
         extra_conditioning=pipe.unet.config.addition_embed_type is not None,
         train_timesteps=int(pipe.scheduler.config.num_train_timesteps),
         text_dim=int(pipe.text_encoder.config.hidden_size) if pipe.text_encoder is not None else None,
+        unet_in_channels=int(pipe.unet.config.in_channels),
     )

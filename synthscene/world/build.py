@@ -7,16 +7,20 @@ Layout of ``out``::
     {split}/images/000000.png
     {split}/semantic/000000.png     palette PNG, 0 background, 1..C, 255 ignore
     {split}/metadata.jsonl          {"file_name": "images/000000.png", "text": caption, ...}
+    cityscapes/                     with ``cityscapes=True``: both splits in the Cityscapes
+                                    layout (city "world"; ``synthscene.formats.cityscapes``)
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from PIL import Image
 from tqdm import tqdm
 
 from synthscene.codecs import save_semantic_png
+from synthscene.formats.cityscapes import write_cityscapes
 from synthscene.formats.coco import instances_to_annotations, new_coco
 from synthscene.io import atomic_output_dir, write_json, write_jsonl
 from synthscene.world.classes import CLASS_NAMES, CLASSES
@@ -28,8 +32,9 @@ VAL_INDEX_OFFSET = 10_000_000
 
 
 def write_world(out: str | Path, n_train: int, n_val: int, seed: int = 0, size: int = 32,
-                overwrite: bool = False, progress: bool = True) -> Path:
-    """Render ``n_train`` + ``n_val`` scenes into ``out`` (atomically: all or nothing)."""
+                overwrite: bool = False, progress: bool = True, cityscapes: bool = False) -> Path:
+    """Render ``n_train`` + ``n_val`` scenes into ``out`` (atomically: all or nothing);
+    ``cityscapes`` also writes them in the Cityscapes layout."""
     if n_train < 0 or n_val < 0:
         raise ValueError(f"image counts must be >= 0, got n_train={n_train}, n_val={n_val}")
     if n_train + n_val == 0:
@@ -41,9 +46,14 @@ def write_world(out: str | Path, n_train: int, n_val: int, seed: int = 0, size: 
         (tmp / "annotations").mkdir()
         for split, count, offset in (("train", n_train, 0), ("val", n_val, VAL_INDEX_OFFSET)):
             _write_split(tmp, split, count, offset, seed, size, progress)
+            if cityscapes:
+                (tmp / "cityscapes").mkdir(exist_ok=True)
+                # numbered from 0 in each split, as the split's other files are
+                scenes = (replace(render_scene(seed, offset + i, size), index=i) for i in range(count))
+                write_cityscapes(scenes, list(CLASS_NAMES), tmp / "cityscapes", split=split, city="world")
         write_json(tmp / "world.json", {
             "seed": seed, "size": size, "n_train": n_train, "n_val": n_val,
-            "classes": [c.__dict__ for c in CLASSES],
+            "classes": [c.__dict__ for c in CLASSES], "cityscapes": cityscapes,
         }, indent=2)
     return out
 
