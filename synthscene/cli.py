@@ -258,19 +258,24 @@ def _names(text: str) -> list[str]:
 def experiment(
     out: Annotated[Path, typer.Option(help="Output folder (must not exist or be empty).")],
     profile: Annotated[str, typer.Option(help="Data-sparse: quick (this CPU, < 1 hour), full (GPU) or smoke "
-                                              "(seconds). Open-vocabulary: open-vocab or open-vocab-smoke.")] = "quick",
+                                              "(seconds). Open-vocabulary: open-vocab or open-vocab-smoke. Restyle "
+                                              "(InstSynth): restyle or restyle-smoke.")] = "quick",
     synthetic: Annotated[list[str] | None, typer.Option(help="Use these generate --spec runs instead of making new "
                                                               "ones; repeat for several.")] = None,
 ):
-    """The shapes-world experiments: data-sparse (real fractions x {real, synthetic, both}) or
-    open-vocabulary (novel classes from grounding-labelled synthetic data)."""
+    """The shapes-world experiments: data-sparse (real fractions x {real, synthetic, both}),
+    open-vocabulary (novel classes from grounding-labelled synthetic data) or restyle (real
+    10 % vs real 10 % + its restyled copies)."""
     from synthscene.experiment import run_experiment
     from synthscene.experiment_open_vocab import OPEN_VOCAB_PROFILES, run_open_vocab
+    from synthscene.experiment_restyle import RESTYLE_PROFILES, run_restyle_experiment
 
+    if synthetic and (profile in OPEN_VOCAB_PROFILES or profile in RESTYLE_PROFILES):
+        raise ValueError(f"--synthetic applies to the data-sparse profiles; {profile} makes its own set")
     if profile in OPEN_VOCAB_PROFILES:
-        if synthetic:
-            raise ValueError("--synthetic applies to the data-sparse profiles; open-vocab makes its own set")
         run_open_vocab(profile, out)
+    elif profile in RESTYLE_PROFILES:
+        run_restyle_experiment(profile, out)
     else:
         run_experiment(profile, out, synthetic)
     typer.echo(f"wrote {out}/results.json, results.md and results.png")

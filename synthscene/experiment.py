@@ -72,7 +72,7 @@ def run_experiment(profile_name: str, out: str | Path, synthetic_runs: list[str]
 
     world = write_world(out / "data" / "world", n_train=profile.real_images, n_val=profile.val_images, seed=0,
                         progress=progress)
-    real = {f: _real_subset(world, f, out / "data" / f"real-{_percent(f)}") for f in profile.fractions}
+    real = {f: real_subset(world, f, out / "data" / f"real-{percent(f)}") for f in profile.fractions}
     runs = [Path(r) for r in synthetic_runs] if synthetic_runs else _make_synthetic(profile, out / "data", progress)
     synthetic = {kind: [export_run(r, kind, out / "data" / f"{r.name}-{kind}") for r in runs] for kind in ("coco", "voc")}
 
@@ -82,15 +82,10 @@ def run_experiment(profile_name: str, out: str | Path, synthetic_runs: list[str]
     for task, fraction, setting, seed, sources in tqdm(jobs, desc="experiment", disable=not progress):
         params = getattr(profile, task)
         config = DownstreamConfig(task=task, sources=tuple(sources), seed=seed, checkpoint_every=10**9, **params)
-        run = train_downstream(config, out / "models" / f"{task}-{_percent(fraction)}-{setting}-seed{seed}",
+        run = train_downstream(config, out / "models" / f"{task}-{percent(fraction)}-{setting}-seed{seed}",
                                progress=False)
-        if task == "semantic":
-            values = {"miou": evaluate_trained(run, world / "val")["miou"]}
-        else:
-            result = evaluate_trained(run, world / "annotations" / "instances_val.json")
-            values = {"box_ap": result["bbox"]["AP"], "mask_ap": result["segm"]["AP"]}
-        for metric, value in values.items():
-            scores.setdefault((metric, fraction, setting), []).append(max(0.0, float(value)))
+        for metric, value in score_on_world(task, run, world).items():
+            scores.setdefault((metric, fraction, setting), []).append(value)
     records = [{"metric": metric, "real_fraction": fraction, "setting": setting, "mean": float(np.mean(v)),
                 "std": float(np.std(v)), "seeds": v} for (metric, fraction, setting), v in sorted(scores.items())]
     write_json(out / "results.json", records, indent=2)
@@ -105,6 +100,17 @@ def choose_profile(profiles: dict, name: str):
     return profiles[name]
 
 
+def score_on_world(task: str, run: Path, world: Path) -> dict[str, float]:
+    """A trained run's scores on the world's val split: mIoU for a segmenter, box and mask
+    AP for a Mask R-CNN (clipped at 0: COCOeval's -1 means nothing to score)."""
+    if task == "semantic":
+        values = {"miou": evaluate_trained(run, world / "val")["miou"]}
+    else:
+        result = evaluate_trained(run, world / "annotations" / "instances_val.json")
+        values = {"box_ap": result["bbox"]["AP"], "mask_ap": result["segm"]["AP"]}
+    return {metric: max(0.0, float(value)) for metric, value in values.items()}
+
+
 def start_experiment(out: str | Path, config: dict) -> Path:
     """Make an experiment's (new or empty) output folder and record its resolved config."""
     out = Path(out)
@@ -114,11 +120,11 @@ def start_experiment(out: str | Path, config: dict) -> Path:
     return out
 
 
-def _percent(fraction: float) -> str:
+def percent(fraction: float) -> str:
     return f"{fraction * 100:g}pct"
 
 
-def _real_subset(world: Path, fraction: float, out: Path) -> dict[str, Path]:
+def real_subset(world: Path, fraction: float, out: Path) -> dict[str, Path]:
     """The first ``fraction`` of the world's train split as a COCO set and a VOC set."""
     coco = json.loads((world / "annotations" / "instances_train.json").read_text())
     images = sorted(coco["images"], key=lambda i: i["id"])
@@ -217,6 +223,41 @@ def plot_results(records: list[dict], path: Path) -> None:
         axis.grid(alpha=0.3)
     axes[0][0].set_ylabel("score (x100)")
     axes[0][-1].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def settings_table(records: list[dict], settings, metrics) -> list[str]:
+    """Markdown rows of a (setting x metric) table of records with ``setting``, ``metric``,
+    ``mean`` and ``std``, in points (x100)."""
+    by_key = {(r["setting"], r["metric"]): r for r in records}
+    lines = ["| setting | " + " | ".join(m.replace("_", " ") for m in metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+    for setting in settings:
+        cells = [by_key.get((setting, m)) for m in metrics]
+        lines.append(f"| {setting} | " + " | ".join("" if c is None else f"{100 * c['mean']:.1f} ± {100 * c['std']:.1f}"
+                                                     for c in cells) + " |")
+    return lines
+
+
+def plot_settings(records: list[dict], path: Path, settings, metrics, ylabel: str) -> None:
+    """Bars of a (setting x metric) set of records, one group per metric, std as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_key = {(r["setting"], r["metric"]): r for r in records}
+    figure, axis = plt.subplots(figsize=(6.4, 3.4))
+    width = 0.8 / len(settings)
+    for k, setting in enumerate(settings):
+        points = [by_key.get((setting, m), {"mean": 0.0, "std": 0.0}) for m in metrics]
+        axis.bar(np.arange(len(metrics)) + (k - (len(settings) - 1) / 2) * width, [100 * p["mean"] for p in points],
+                 width, yerr=[100 * p["std"] for p in points], capsize=3, label=setting)
+    axis.set_xticks(np.arange(len(metrics)), [m.replace("_", " ") for m in metrics])
+    axis.set_ylabel(ylabel)
+    axis.legend(fontsize=8)
+    axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

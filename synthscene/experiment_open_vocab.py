@@ -151,15 +151,13 @@ def score_detector(run: Path, val: Path) -> dict[str, float]:
 
 
 def results_table(records: list[dict], profile: str) -> str:
+    from synthscene.experiment import settings_table
+
     by_key = {(r["setting"], r["metric"]): r for r in records}
     lines = [f"# Open-vocabulary experiment ({profile} profile)", "",
              f"Base classes {', '.join(BASE)}; novel classes {', '.join(NOVEL)} (never labelled in the real "
              "data the first two detectors and the teacher see).", "",
-             "| setting | " + " | ".join(m.replace("_", " ") for m in METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
-    for setting in SETTINGS:
-        cells = [by_key.get((setting, m)) for m in METRICS]
-        lines.append(f"| {setting} | " + " | ".join("" if c is None else f"{100 * c['mean']:.1f} ± {100 * c['std']:.1f}"
-                                                     for c in cells) + " |")
+             *settings_table(records, SETTINGS, METRICS)]
     upper = by_key.get((SETTINGS[2], "ap50_novel"))
     mixed = by_key.get((SETTINGS[1], "ap50_novel"))
     if upper and mixed and upper["mean"] > 0:
@@ -170,22 +168,6 @@ def results_table(records: list[dict], profile: str) -> str:
 
 
 def plot_results(records: list[dict], path: Path) -> None:
-    import matplotlib
+    from synthscene.experiment import plot_settings
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    by_key = {(r["setting"], r["metric"]): r for r in records}
-    figure, axis = plt.subplots(figsize=(6.4, 3.4))
-    width = 0.8 / len(SETTINGS)
-    for k, setting in enumerate(SETTINGS):
-        points = [by_key.get((setting, m), {"mean": 0.0, "std": 0.0}) for m in METRICS]
-        axis.bar(np.arange(len(METRICS)) + (k - 1) * width, [100 * p["mean"] for p in points], width,
-                 yerr=[100 * p["std"] for p in points], capsize=3, label=setting)
-    axis.set_xticks(np.arange(len(METRICS)), [m.replace("_", " ") for m in METRICS])
-    axis.set_ylabel("box AP50 (x100)")
-    axis.legend(fontsize=8)
-    axis.grid(axis="y", alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    plot_settings(records, path, SETTINGS, METRICS, "box AP50 (x100)")

@@ -233,3 +233,25 @@ def test_detection_on_a_subset_of_the_classes(small_world, tmp_path):
     assert json.loads((tmp_path / "base" / "classes.json").read_text()) == ["background", "ball", "leaf", "box", "hat"]
     result = runner.invoke(app, [*base, "--out", str(tmp_path / "bad"), "--classes", "ball,kite"])
     assert result.exit_code == 2 and "no category kite" in result.output and not (tmp_path / "bad").exists()
+
+
+@pytest.mark.slow
+def test_restyle_smoke_profile_writes_results(tmp_path):
+    from synthscene.experiment_restyle import METRICS, SETTINGS, run_restyle_experiment
+    from synthscene.store import open_run
+
+    records = run_restyle_experiment("restyle-smoke", tmp_path / "exp", progress=False)
+    out = tmp_path / "exp"
+    assert {(r["setting"], r["metric"]) for r in records} == {(s, m) for s in SETTINGS for m in METRICS}
+    assert all(0.0 <= r["mean"] <= 1.0 and len(r["seeds"]) == 1 for r in records)
+    assert "| real+restyled |" in (out / "results.md").read_text()
+    assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
+    # the restyled copies are of the real subset's images and keep their labels
+    real = json.loads((out / "data" / "real-10pct" / "annotations" / "instances.json").read_text())
+    restyled = open_run(out / "data" / "restyled")
+    assert 1 <= len(restyled.tasks()) <= len(real["images"])
+    exported = json.loads((out / "data" / "restyled-coco" / "annotations" / "instances.json").read_text())
+    assert len(exported["images"]) == len(restyled.tasks())
+    per_image = {i["id"]: sum(a["image_id"] == i["id"] for a in real["annotations"]) for i in real["images"]}
+    assert all(t.source_index + 1 in per_image for t in restyled.tasks())
+    assert len(exported["annotations"]) == sum(per_image[t.source_index + 1] for t in restyled.tasks())
