@@ -52,7 +52,7 @@ PROFILES = {
                     detection={"model": "maskrcnn_resnet50_fpn_v2", "steps": 20000, "batch_size": 16,
                                "learning_rate": 0.02, "image_size": 256, "warmup_steps": 500}),
     # seconds: for tests
-    "smoke": Profile(40, 12, 6, 0, (0,), (0.1, 1.0),
+    "smoke": Profile(40, 12, 6, 0, (0,), (0.1,),
                      semantic={"model": "lraspp_mobilenet_v3_large", "steps": 3, "batch_size": 4,
                                "learning_rate": 0.05, "image_size": 32, "warmup_steps": 1},
                      detection={"model": "maskrcnn_mobilenet_v3_large_fpn", "steps": 2, "batch_size": 2,

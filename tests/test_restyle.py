@@ -4,6 +4,7 @@ import pytest
 from synthscene.engine.run import run_spec
 from synthscene.formats.cityscapes import CityscapesSource
 from synthscene.methods import restyle
+from synthscene.models.info import model_info
 from synthscene.spec import SpecError, validate_spec
 from synthscene.store import open_run
 from synthscene.world import CLASS_NAMES
@@ -92,6 +93,56 @@ def test_inpainting_model_is_detected_and_modes_are_checked(tiny_pipeline_dir, i
         with pytest.raises(ValueError, match=words):
             run_spec(_spec(model, street, mode=mode), tmp_path / f"refused-{mode}", progress=False)
         assert not (tmp_path / f"refused-{mode}").exists()
+
+
+@pytest.fixture(scope="module", params=[9, 4], ids=["inpainting", "text-to-image"])
+def sdxl_pipeline_dir(request, tmp_path_factory):
+    """A tiny random SDXL pipeline (two text encoders, pooled text + time ids as added
+    conditioning), saved as diffusers' own tests build one: an inpainting one (9-channel UNet)
+    and a text-to-image one (4 channels, restyled by blended latent diffusion)."""
+    import torch
+    from diffusers import StableDiffusionXLInpaintPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    from synthscene.models.configs import ARCHITECTURES, build_components, sampling_scheduler
+
+    torch.manual_seed(0)
+    parts = build_components(ARCHITECTURES["tiny"])
+    text_config = parts["text_encoder"].config
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**{**text_config.to_dict(), "projection_dim": 32}))
+    time_dim = 8  # SDXL's six time ids (original size, crop corner, target size), each embedded in time_dim
+    unet = UNet2DConditionModel(**{
+        **parts["unet"].config, "in_channels": request.param, "cross_attention_dim": 2 * text_config.hidden_size,
+        "addition_embed_type": "text_time", "addition_time_embed_dim": time_dim,
+        "projection_class_embeddings_input_dim": 32 + 6 * time_dim})
+    pipe = StableDiffusionXLInpaintPipeline(
+        vae=parts["vae"], text_encoder=parts["text_encoder"], text_encoder_2=text_encoder_2,
+        tokenizer=parts["tokenizer"], tokenizer_2=parts["tokenizer"], unet=unet,
+        scheduler=sampling_scheduler(parts["scheduler"]), requires_aesthetics_score=False)
+    path = tmp_path_factory.mktemp(f"sdxl-{request.param}") / "pipe"
+    pipe.save_pretrained(path)
+    return path
+
+
+def test_sdxl_models_restyle_inside_the_masks_only(sdxl_pipeline_dir, street, tmp_path):
+    inpainting = model_info(str(sdxl_pipeline_dir)).unet_in_channels == 9
+    spec = _spec(sdxl_pipeline_dir, street)
+    out = make_run(spec, tmp_path / "sdxl")
+    samples = list(open_run(out).samples())
+    assert len(samples) == 6 and {s.extra["mode"] for s in samples} == {"inpaint" if inpainting else "blend"}
+    source = CityscapesSource(street)
+    changed = 0
+    for sample in samples:
+        original = source.sample(sample.extra["source"]["index"])
+        inside = original.instances.masks[sample.extra["restyled_instances"]].any(axis=0)
+        assert np.array_equal(sample.image[~inside], original.image[~inside])
+        assert np.array_equal(sample.instances.masks, original.instances.masks)
+        changed += int((sample.image[inside] != original.image[inside]).any())
+    assert changed == len(samples)
+    wrong, words = ("blend", "this is an inpainting model") if inpainting else ("inpaint", "needs an inpainting model")
+    with pytest.raises(ValueError, match=words):
+        run_spec(_spec(sdxl_pipeline_dir, street, mode=wrong), tmp_path / "refused", progress=False)
+    assert not (tmp_path / "refused").exists()
 
 
 def test_bad_restyle_specs_get_one_clear_error(tiny_pipeline_dir, street, tmp_path):
