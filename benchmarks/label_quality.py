@@ -46,7 +46,7 @@ DEFAULT_SPEC = "examples/shapes-text2labels.yaml"
 
 def _region_iou(instances, truth, owners, k, task) -> float:
     """IoU of a region's instances with the oracle's pixels of its class that it owns."""
-    mask = np.any([m for m, _ in instances], axis=0)
+    mask = np.any([i.mask for i in instances], axis=0)
     target = (truth == task.class_ids[k] + 1) & (owners == k)
     return (mask & target).sum() / max(1, (mask | target).sum())
 

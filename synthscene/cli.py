@@ -159,26 +159,30 @@ def generate(
 @_friendly_errors
 def export(
     run: Annotated[Path, typer.Option("--in", help="A run folder written by generate --spec.")],
-    format: Annotated[str, typer.Option(help="coco, lvis, voc or cityscapes.")],
+    format: Annotated[str, typer.Option(help="coco, lvis, voc, cityscapes, yolo or hf (Hugging Face datasets).")],
     out: Annotated[Path, typer.Option(help="Output folder (must not exist or be empty).")],
     negatives: Annotated[str, typer.Option(help="LVIS: 'none', or 'unnamed' to declare classes the prompt "
                                                 "did not name absent (neg_category_ids).")] = "none",
     overwrite: bool = False,
     allow_partial: Annotated[bool, typer.Option(help="Export an unfinished run's finished shards (export.json "
                                                      "records how many).")] = False,
+    yolo_task: Annotated[str, typer.Option(help="YOLO: detect (boxes), segment (polygons) or auto (polygons when "
+                                                "the run has masks).")] = "auto",
 ):
-    """Export a run's samples as COCO / LVIS instances (RLE), a VOC-style segmentation set or the
-    Cityscapes layout."""
+    """Export a run's samples as COCO / LVIS instances (RLE), a VOC-style segmentation set, the
+    Cityscapes layout, a YOLO dataset or a Hugging Face dataset (parquet)."""
     from synthscene.formats.export import export_run
 
-    export_run(run, format, out, overwrite=overwrite, negatives=negatives, allow_partial=allow_partial)
+    export_run(run, format, out, overwrite=overwrite, negatives=negatives, allow_partial=allow_partial,
+               yolo_task=yolo_task)
     typer.echo(f"wrote {format} export of {run} to {out}")
 
 
 @app.command()
 @_friendly_errors
 def train(
-    task: Annotated[str, typer.Option(help="detection (COCO sources) or semantic (VOC-style folders).")],
+    task: Annotated[str, typer.Option(help="detection (COCO sources) or semantic (VOC folders: their "
+                                           "ImageSets/Segmentation/train.txt, or a list file; world splits).")],
     model: Annotated[str, typer.Option(help="e.g. maskrcnn_mobilenet_v3_large_fpn, lraspp_mobilenet_v3_large.")],
     data: Annotated[list[str], typer.Option(help="A source, PATH or PATH:WEIGHT; repeat to mix sources.")],
     out: Annotated[Path, typer.Option(help="Run folder (must not exist or be empty, unless --resume).")],
@@ -196,6 +200,9 @@ def train(
              "order; with several, give one per --data in order (join folders with ':', '' for the default).")] = None,
     classes: Annotated[str | None, typer.Option(help="Detection: train on these categories only, comma-separated "
                                                      "(e.g. the base classes of a grounding teacher).")] = None,
+    device: Annotated[str, typer.Option(help="Torch device to train on, e.g. cuda.")] = "cpu",
+    workers: Annotated[int, typer.Option(help="DataLoader processes decoding batches ahead (0: none); the "
+                                              "batches are the same with any number.")] = 0,
 ):
     """Train a torchvision detector or segmenter on one or more datasets, mixed by weight."""
     from synthscene.train.data import Source, assign_image_roots
@@ -207,7 +214,7 @@ def train(
                               batch_size=batch_size, learning_rate=learning_rate, warmup_steps=warmup_steps,
                               image_size=image_size, checkpoint_every=checkpoint_every, seed=seed, init=init,
                               classes=tuple(_names(classes)) if classes else None)
-    train_downstream(config, out, resume=resume)
+    train_downstream(config, out, resume=resume, device=device, workers=workers)
     typer.echo(f"saved {out}/model.safetensors")
 
 
@@ -285,7 +292,8 @@ def experiment(
 @_friendly_errors
 def evaluate(
     run: Annotated[Path | None, typer.Option("--run", help="A finished train run; scored on --data.")] = None,
-    data: Annotated[Path | None, typer.Option(help="With --run: a COCO / LVIS file or a semantic folder.")] = None,
+    data: Annotated[Path | None, typer.Option(help="With --run: a COCO / LVIS file, a world split, or a VOC folder (its "
+                                                            "ImageSets/Segmentation/val.txt) or list file.")] = None,
     gt: Annotated[Path | None, typer.Option(help="Ground-truth COCO / LVIS instances JSON.")] = None,
     detections: Annotated[Path | None, typer.Option(help="Detections: a COCO results JSON list.")] = None,
     iou_type: Annotated[str, typer.Option(help="bbox or segm.")] = "bbox",
@@ -296,6 +304,7 @@ def evaluate(
     out: Annotated[Path | None, typer.Option(help="Also write the scores to this JSON file.")] = None,
     image_root: Annotated[list[str] | None, typer.Option(
         help="With --run on a COCO file: its image folder; repeat for several, tried in order.")] = None,
+    device: Annotated[str, typer.Option(help="With --run: the torch device to predict on, e.g. cuda.")] = "cpu",
 ):
     """Score detections (box / mask AP, per class, LVIS AP_r/c/f) or semantic masks (mIoU, 255 ignored)."""
     import json
@@ -305,7 +314,7 @@ def evaluate(
     if run is not None and data is not None:
         from synthscene.train.downstream import evaluate_trained
 
-        scores = evaluate_trained(run, data, backend, image_root)
+        scores = evaluate_trained(run, data, backend, image_root, device=device)
     elif gt is not None and detections is not None:
         from synthscene.evaluation.detection import evaluate_detections
 
@@ -328,7 +337,7 @@ def evaluate(
 @app.command()
 @_friendly_errors
 def merge(
-    real: Annotated[Path, typer.Option(help="The real COCO or LVIS instances JSON.")],
+    real: Annotated[Path, typer.Option(help="The real COCO or LVIS instances JSON (or a YOLO data.yaml).")],
     synthetic: Annotated[Path, typer.Option(help="A synthetic instances JSON of the same format (export).")],
     out: Annotated[Path, typer.Option(help="The merged JSON file to write.")],
     add_categories: Annotated[bool, typer.Option(help="Append synthetic categories the real file lacks.")] = False,
@@ -348,6 +357,30 @@ def merge(
     if report["image_root"] is not None:
         root = report["image_root"]
         typer.echo(f"its file names are relative to {root} (train it with --image-root {root})")
+
+
+@app.command("filter")
+@_friendly_errors
+def filter_command(
+    run: Annotated[Path, typer.Option("--in", help="A finished run (or an earlier view).")],
+    out: Annotated[Path, typer.Option(help="The view's folder (must not exist or be empty).")],
+    where: Annotated[str | None, typer.Option(help="Keep the instances satisfying this, e.g. \"score >= 0.5 and "
+                                                   "category in ('ball', 'hat')\"; fields: category, score, area and "
+                                                   "the labeller's per-instance scores.")] = None,
+    samples_where: Annotated[str | None, typer.Option(help="Then keep the samples satisfying this; fields: count, "
+                                                           "removed, uncertain, index, seed.")] = None,
+    copy_images: Annotated[bool, typer.Option(help="Copy the images (default: the view reads them from --in).")]
+    = False,
+    overwrite: bool = False,
+):
+    """Write a view of a run that keeps the instances and samples passing conditions on their scores."""
+    from synthscene.filter import filter_run
+
+    if where is None and samples_where is None:
+        raise ValueError("give --where and/or --samples-where")
+    view = filter_run(run, out, where, samples_where, copy_images=copy_images, overwrite=overwrite, progress=True)
+    typer.echo(f"wrote {out}: {view['instances_kept']} of {view['instances']} instances in {view['samples_kept']} "
+               f"of {view['samples']} samples")
 
 
 @app.command()

@@ -47,6 +47,13 @@ def segmentation_to_mask(segmentation, height: int, width: int) -> np.ndarray:
 # ---- VOC palette PNGs -----------------------------------------------------------------
 
 
+def json_value(value):
+    """A per-instance value (numpy scalar or array) as JSON; NaN, a score its check did not
+    compute, becomes null."""
+    value = np.asarray(value).tolist()
+    return None if isinstance(value, float) and value != value else value
+
+
 def voc_palette() -> list[int]:
     """The PASCAL VOC colour map (256 RGB triples, flattened); index 255 is (224, 224, 192)."""
     palette = []

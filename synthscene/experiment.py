@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from synthscene.formats.export import export_run
+from synthscene.formats.voc import write_voc_labels
 from synthscene.io import make_dir, refuse_nonempty_output, write_json
 from synthscene.provenance import run_record
 from synthscene.train.data import Source
@@ -142,7 +143,7 @@ def real_subset(world: Path, fraction: float, out: Path) -> dict[str, Path]:
     subset = {**coco, "images": keep, "annotations": [a for a in coco["annotations"] if a["image_id"] in ids]}
     write_json(out / "annotations" / "instances.json", subset)
     names = [c["name"] for c in sorted(coco["categories"], key=lambda c: c["id"])]
-    (out / "labels.txt").write_text("background\n" + "".join(n + "\n" for n in names))
+    write_voc_labels(out / "labels.txt", names)
     return {"coco": out / "annotations" / "instances.json", "voc": out}
 
 

@@ -307,11 +307,12 @@ class MosaicDatasetSpec(_DatasetBase):
 
 
 class SourceSpec(_Strict):
-    """A real labelled dataset: a COCO instances file (+ image root) or a Cityscapes-layout folder."""
+    """A real labelled dataset: a COCO instances file (+ image root), a Cityscapes-layout
+    folder or a YOLO dataset (its data.yaml)."""
 
-    format: Literal["coco", "cityscapes"]
-    path: str = Field(min_length=1)  # coco: the instances JSON; cityscapes: the layout's root
-    split: str = "train"  # cityscapes
+    format: Literal["coco", "cityscapes", "yolo"]
+    path: str = Field(min_length=1)  # coco: the instances JSON; cityscapes: the layout's root; yolo: data.yaml
+    split: str = "train"  # cityscapes, yolo
     image_root: str | None = None  # coco: where its file_names are (default: beside the JSON)
 
 

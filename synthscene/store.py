@@ -9,6 +9,10 @@ Layout of a run folder::
     .locks/              one lock file per shard being made (see ``claim_shard``)
     dataset_card.json/md written after the last shard
 
+A view (``synthscene filter``, ``synthscene.filter``) is a run folder with ``view.json``:
+its records' images stay in the source run's shard of the same name (``view.json``
+``source``), unless it copied them.
+
 A shard is built under a temporary name and renamed when complete, so a killed run
 leaves finished shards and at most one temporary folder per shard, which ``--resume``
 replaces. ``to_record`` / ``from_record`` are the only code that knows the JSON form of
@@ -30,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from synthscene.codecs import load_semantic_png, mask_to_rle, rle_to_mask, save_semantic_png
+from synthscene.codecs import json_value, load_semantic_png, mask_to_rle, rle_to_mask, save_semantic_png
 from synthscene.io import naming_write_errors, replace_dir
 from synthscene.plan import shard_ranges
 from synthscene.records import Instances, Sample
@@ -39,6 +43,7 @@ from synthscene.spec import SpecError, load_yaml, validate_spec
 SHARDS = "shards"
 LOCKS = ".locks"
 RECORDS = "records.jsonl"
+VIEW = "view.json"
 
 
 class RunError(ValueError):
@@ -67,7 +72,7 @@ def to_record(sample: Sample, image_file: str, semantic_file: str | None) -> dic
         if inst.masks is not None:
             item["mask"] = mask_to_rle(inst.masks[k])
         if inst.data:
-            item["data"] = {name: np.asarray(values[k]).tolist() for name, values in inst.data.items()}
+            item["data"] = {name: json_value(values[k]) for name, values in inst.data.items()}
         instances.append(item)
     return {"index": sample.index, "seed": sample.seed, "caption": sample.caption, "image": image_file,
             "semantic": semantic_file, "height": sample.height, "width": sample.width,
@@ -75,10 +80,23 @@ def to_record(sample: Sample, image_file: str, semantic_file: str | None) -> dic
             "extra": sample.extra, "has_masks": inst.masks is not None, "instances": instances}
 
 
+def _data_array(values: list) -> np.ndarray:
+    """The stored values of one ``data`` field as an array (null back to NaN)."""
+    if any(v is None for v in values):
+        return np.array([np.nan if v is None else v for v in values], np.float32)
+    array = np.asarray(values)
+    return array.astype(np.float32) if array.dtype == np.float64 else array
+
+
 def from_record(record: dict, folder: Path) -> Sample:
     """Rebuild a ``Sample`` from its record and the folder its file paths are relative to."""
-    image = np.array(Image.open(record_path(folder, record["image"])).convert("RGB"))
-    semantic = load_semantic_png(record_path(folder, record["semantic"])) if record.get("semantic") else None
+    semantic = record_path(folder, record["semantic"]) if record.get("semantic") else None
+    return _read_sample(record, record_path(folder, record["image"]), semantic)
+
+
+def _read_sample(record: dict, image_file: Path, semantic_file: Path | None) -> Sample:
+    image = np.array(Image.open(image_file).convert("RGB"))
+    semantic = load_semantic_png(semantic_file) if semantic_file is not None else None
     items = record["instances"]
     height, width = image.shape[:2]
     has_masks = record.get("has_masks", True)
@@ -89,7 +107,7 @@ def from_record(record: dict, folder: Path) -> Sample:
             class_id=np.array([i["class_id"] for i in items], np.int64),
             score=np.array([i["score"] for i in items], np.float32),
             masks=np.stack([rle_to_mask(i["mask"]) for i in items]) if has_masks else None,
-            data={name: np.asarray([i["data"][name] for i in items]) for name in data_names},
+            data={name: _data_array([i["data"][name] for i in items]) for name in data_names},
         )
     else:
         instances = Instances.empty(height, width) if has_masks else Instances.empty()
@@ -205,6 +223,8 @@ class Run:
         except SpecError as err:
             raise RunError(str(err)) from None
         self.spec = validate_spec(_without_foreign_sections(data), str(spec_file))
+        view_file = self.root / VIEW
+        self.view = json.loads(view_file.read_text()) if view_file.is_file() else None
 
     @property
     def class_names(self) -> list[str]:
@@ -237,6 +257,8 @@ class Run:
     @property
     def num_shards(self) -> int:
         """Shards the finished run holds."""
+        if self.view is not None:
+            return int(self.view["shards"])
         return len(shard_ranges(self.spec.num_samples, self.spec.shard_size))
 
     def shards_done(self) -> int:
@@ -261,18 +283,31 @@ class Run:
     def records(self) -> Iterator[tuple[Path, dict]]:
         """(shard folder, raw record) of every finished shard, in shard order."""
         for shard in self.shard_folders():
-            path = shard / RECORDS
-            for number, line in enumerate(path.read_text().splitlines(), 1):
-                try:
-                    yield shard, json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise RunError(f"{path} line {number} is not valid JSON ({err.msg})") from None
+            yield from self._shard_records(shard)
+
+    @staticmethod
+    def _shard_records(shard: Path) -> Iterator[tuple[Path, dict]]:
+        path = shard / RECORDS
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            try:
+                yield shard, json.loads(line)
+            except json.JSONDecodeError as err:
+                raise RunError(f"{path} line {number} is not valid JSON ({err.msg})") from None
 
     def items(self) -> Iterator[tuple[Sample, SampleFiles]]:
         """Every stored sample with the paths of its files."""
-        for shard, record in self.records():
+        for shard in self.shard_folders():
+            yield from self.shard_items(shard)
+
+    def shard_items(self, shard: Path) -> Iterator[tuple[Sample, SampleFiles]]:
+        """The samples of one shard folder with the paths of their files."""
+        images = shard
+        if self.view is not None and not self.view.get("images_copied"):
+            images = Path(self.view["source"]) / SHARDS / shard.name
+        for _, record in self._shard_records(shard):
             semantic = record_path(shard, record["semantic"]) if record.get("semantic") else None
-            yield from_record(record, shard), SampleFiles(record_path(shard, record["image"]), semantic)
+            image = record_path(images, record["image"])
+            yield _read_sample(record, image, semantic), SampleFiles(image, semantic)
 
     def samples(self) -> Iterator[Sample]:
         for sample, _ in self.items():

@@ -50,7 +50,15 @@ def bad_inputs(tmp_path_factory, tiny_run):
     shutil.copytree(tiny_run, cut)
     records = cut / "shards" / "shard-00000" / "records.jsonl"
     records.write_bytes(records.read_bytes()[:-40])
-    return {"root": root, "world": world, "broken": broken, "image": image, "unfinished": unfinished, "cut": cut}
+    from synthscene.formats.export import export_run
+
+    yolo = {}
+    for case, line in (("arity", "0 0.5 0.5 0.2 0.2 0.9"), ("class", "7 0.5 0.5 0.2 0.2")):
+        yolo[case] = export_run(tiny_run, "yolo", root / f"yolo-{case}", yolo_task="detect")
+        label = sorted((yolo[case] / "labels" / "train").glob("*.txt"))[2]
+        label.write_text(label.read_text() + line + "\n")
+    return {"root": root, "world": world, "broken": broken, "image": image, "unfinished": unfinished, "cut": cut,
+            "run": tiny_run, "yolo-arity": yolo["arity"], "yolo-class": yolo["class"]}
 
 
 def _train(paths, out, data="world", *extra):
@@ -84,6 +92,19 @@ CASES = {
                                      ["1 of 2 shards done", "--allow-partial"]),
     "export of a cut-off records file": (lambda p, out: ["export", "--in", str(p["cut"]), "--format", "coco",
                                                          "--out", str(out)], ["records.jsonl", "line"]),
+    "filter naming an unknown field": (lambda p, out: ["filter", "--in", str(p["run"]), "--out", str(out), "--where",
+                                                       "objectness > 0.5"],
+                                       ["unknown field 'objectness'", "fields are", "score", "class_margin"]),
+    "YOLO label line of the wrong arity": (
+        lambda p, out: ["train", "--task", "detection", "--model", "fasterrcnn_mobilenet_v3_large_fpn", "--data",
+                        str(p["yolo-arity"] / "data.yaml"), "--out", str(out), "--steps", "1"],
+        ["0000002.txt", "6 values", "5"]),
+    "YOLO class id outside data.yaml": (
+        lambda p, out: ["train", "--task", "detection", "--model", "fasterrcnn_mobilenet_v3_large_fpn", "--data",
+                        str(p["yolo-class"]), "--out", str(out), "--steps", "1"],
+        ["0000002.txt", "class 7", "data.yaml"]),
+    "export format that is not known": (lambda p, out: ["export", "--in", str(p["run"]), "--format", "tfrecord",
+                                                        "--out", str(out)], ["unknown format 'tfrecord'", "yolo", "hf"]),
 }
 
 

@@ -255,3 +255,21 @@ def test_restyle_smoke_profile_writes_results(tmp_path):
     per_image = {i["id"]: sum(a["image_id"] == i["id"] for a in real["annotations"]) for i in real["images"]}
     assert all(t.source_index + 1 in per_image for t in restyled.tasks())
     assert len(exported["annotations"]) == sum(per_image[t.source_index + 1] for t in restyled.tasks())
+
+
+@pytest.mark.slow
+def test_loader_workers_train_the_same_weights_as_none(small_world, tmp_path):
+    """Batches are drawn in the main process per step: decoding them in worker processes
+    changes nothing, bit for bit."""
+    from safetensors.torch import load_file
+
+    config = DownstreamConfig(task="detection", model="fasterrcnn_mobilenet_v3_large_fpn",
+                              sources=[Source(str(small_world / "annotations" / "instances_train.json"))],
+                              steps=4, batch_size=2, learning_rate=0.02, warmup_steps=1, image_size=32,
+                              checkpoint_every=100)
+    plain = load_file(train_downstream(config, tmp_path / "plain", progress=False) / "model.safetensors")
+    loaded = load_file(train_downstream(config, tmp_path / "workers", progress=False, workers=2) / "model.safetensors")
+    assert plain.keys() == loaded.keys() and all(torch.equal(plain[k], loaded[k]) for k in plain)
+    assert (tmp_path / "plain" / "train_log.jsonl").read_text() == (tmp_path / "workers" / "train_log.jsonl").read_text()
+    with pytest.raises(ValueError, match="workers"):
+        train_downstream(config, tmp_path / "bad", progress=False, workers=-1)

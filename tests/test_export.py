@@ -9,6 +9,7 @@ from synthscene.cli import app
 from synthscene.codecs import IGNORE_INDEX
 from synthscene.formats.export import export_run
 from synthscene.store import from_record, open_run
+from synthscene.train.data import SemanticDataset
 from tests.coco_eval_helpers import self_ap
 
 
@@ -42,7 +43,8 @@ def test_voc_export(tiny_run, tmp_path):
     out = export_run(tiny_run, "voc", tmp_path / "voc")
     stems = (out / "ImageSets" / "Segmentation" / "train.txt").read_text().split()
     assert len(stems) == 6
-    assert (out / "labels.txt").read_text().split() == ["background", "ball", "leaf", "box"]
+    assert (out / "labels.txt").read_text().splitlines() == ["0 background", "1 ball", "2 leaf", "3 box"]
+    assert SemanticDataset(out).class_names == ["ball", "leaf", "box"]
     seen = set()
     for stem in stems:
         mask = Image.open(out / "SegmentationClass" / f"{stem}.png")
@@ -77,3 +79,27 @@ def test_dataset_card_counts_match_the_records(tiny_run):
     assert sum(card["score_histogram"]["counts"]) == card["instances"]
     assert sum(v["instances"] for v in card["per_class"].values()) == card["instances"]
     assert "| ball |" in (tiny_run / "dataset_card.md").read_text()
+
+
+def test_exports_carry_the_labellers_check_scores(tiny_run, tmp_path):
+    samples = list(open_run(tiny_run).samples())
+    data = [s.instances.data for s in samples if len(s.instances)]
+    assert data and all({"attention_agreement", "matte_confidence", "class_margin", "class_gain"} <= set(d)
+                        for d in data)
+    agreement = np.concatenate([d["attention_agreement"] for d in data])
+    assert ((agreement >= 0) & (agreement <= 1)).all()
+    assert all(np.isnan(d["class_gain"]).all() for d in data)  # the tiny run turns the not-drawn check off
+    coco = json.loads((export_run(tiny_run, "coco", tmp_path / "coco") / "annotations" / "instances.json")
+                      .read_text())
+    attributes = [a["attributes"] for a in coco["annotations"]]
+    assert [a["attention_agreement"] for a in attributes] == pytest.approx(agreement.tolist())
+    assert all(a["class_gain"] is None for a in attributes)  # NaN is written as null
+    result = CliRunner().invoke(app, ["export", "--in", str(tiny_run), "--format", "hf", "--out", str(tmp_path / "hf")])
+    assert result.exit_code == 0, result.output
+    import pyarrow.parquet as pq
+
+    rows = [row for path in sorted((tmp_path / "hf" / "data").glob("*.parquet"))
+            for row in pq.read_table(path).to_pylist()]
+    for row in rows:
+        expected = [a["attributes"] for a in coco["annotations"] if a["image_id"] == row["index"] + 1]
+        assert [json.loads(a) for a in row["objects"]["attributes"]] == expected

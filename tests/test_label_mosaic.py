@@ -1,6 +1,7 @@
 """MosaicFusion's labels as pure functions: instances per region and what each filter dropped."""
 
 import numpy as np
+import pytest
 
 from synthscene.label.mosaic import mosaic_labels, region_instances
 from synthscene.methods.mosaic import MosaicLayout
@@ -27,8 +28,9 @@ def test_regions_give_instances_and_count_what_they_drop():
     params = MosaicSpec(area_range=(0.02, 0.95), grabcut_iterations=0)
     dropped = {}
     regions = region_instances(image, objectness, layout, params, dropped)
-    (square, score), = regions[0]
-    assert square[3:11, 3:11].all() and 64 <= square.sum() <= 66 and score > 0.9
+    (square,) = regions[0]
+    assert square.mask[3:11, 3:11].all() and 64 <= square.mask.sum() <= 66 and square.score > 0.9
+    assert square.attention_agreement > 0.9 and np.isnan(square.class_gain)  # no check asked
     assert regions[1] == [] and dropped["large"] == 1  # region 1: one component, its whole cell
     assert dropped["small"] >= 1 and dropped["strict_regions"] == 0  # the speck (and stray noise pixels)
     labels, kept = mosaic_labels(image, objectness, layout, (4, 1), params)
@@ -62,4 +64,5 @@ def test_an_instance_its_class_does_not_explain_is_not_drawn():
                                 {}, errors)[1]) == 1
     labels, kept = mosaic_labels(image, objectness, layout, (4, 1), params, class_errors=errors)
     assert kept == [True, False] and labels.instances.class_id.tolist() == [4]
+    assert labels.instances.data["class_gain"][0] == pytest.approx(0.5, abs=0.02)  # stored per instance
     assert (labels.semantic[:, 16:] == 255).all()  # a region that gave nothing is unknown, not background

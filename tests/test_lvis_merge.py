@@ -87,7 +87,8 @@ def test_merge_errors_leave_no_file(small_world, tiny_run, tmp_path):
                                      "--out", str(out), *extra])
         return result, out
 
-    renamed = {**synthetic, "categories": [{**c, "name": c["name"] + "x"} for c in synthetic["categories"]]}
+    renamed = {**synthetic, "categories": [{**c, "name": c["name"] + "x", "synonyms": []}
+                                         for c in synthetic["categories"]]}
     unknown = tmp_path / "unknown.json"
     unknown.write_text(json.dumps(renamed))
     result, out = run(real_path, unknown)
@@ -122,3 +123,29 @@ def test_image_paths_may_not_leave_the_image_folder(tiny_run, tmp_path):
     data["images"][0]["file_name"] = "../../outside.png"
     with pytest.raises(MergeError, match="leaves"):
         check_sizes(data, "synthetic", synthetic_dir / "images")
+
+
+def test_coco_export_keeps_synonyms_so_a_merge_matches_them(tiny_run, tmp_path):
+    import shutil
+
+    import yaml
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    annotated = json.loads((export_run(tiny_run, "coco", tmp_path / "plain") / "annotations" / "instances.json")
+                           .read_text())["annotations"]
+    k = max(range(3), key=lambda c: sum(a["category_id"] == c + 1 for a in annotated))  # a class with instances
+    spec = yaml.safe_load((run / "spec.resolved.yaml").read_text())
+    name = spec["classes"][k]["name"]
+    spec["classes"][k]["synonyms"] = ["sports thing"]
+    (run / "spec.resolved.yaml").write_text(yaml.safe_dump(spec))
+    synthetic = json.loads((export_run(run, "coco", tmp_path / "coco") / "annotations" / "instances.json").read_text())
+    assert synthetic["categories"][k]["synonyms"] == [name, "sports thing"]
+    real_names = ["ball", "leaf", "box"]
+    real_names[k] = "sports thing"
+    real = {"images": [], "annotations": [], "categories": [{"id": 7 + i, "name": n} for i, n in enumerate(real_names)]}
+    merged = merge_instances(real, synthetic)
+    assert [c["name"] for c in merged["categories"]] == real_names  # matched by the synonym: no category added
+    matched = [a for a in synthetic["annotations"] if a["category_id"] == k + 1]
+    assert matched
+    assert sum(a["category_id"] == 7 + k for a in merged["annotations"]) == len(matched)

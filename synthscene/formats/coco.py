@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from synthscene.codecs import mask_to_rle, segmentation_to_mask
+from synthscene.codecs import json_value, mask_to_rle, segmentation_to_mask
 from synthscene.records import Instances, Sample
 
 
@@ -32,25 +32,33 @@ def coco_categories(class_names: list[str] | tuple[str, ...]) -> list[dict]:
 
 
 def coco_annotation(annotation_id: int, image_id: int, class_id: int, xyxy, rle: dict | None, area: int,
-                    score: float) -> dict:
-    """One COCO annotation: 1-based ``category_id``, ``bbox`` xywh, iscrowd 0; a box-only
-    instance has no ``segmentation``."""
+                    score: float, iscrowd: bool = False, attributes: dict | None = None) -> dict:
+    """One COCO annotation: 1-based ``category_id``, ``bbox`` xywh; a box-only instance has
+    no ``segmentation``; ``attributes`` (when given) holds further per-instance values."""
     x1, y1, x2, y2 = (float(v) for v in xyxy)
     annotation = {"id": annotation_id, "image_id": image_id, "category_id": int(class_id) + 1}
     if rle is not None:
         annotation["segmentation"] = rle
-    annotation.update({"area": int(area), "bbox": [x1, y1, x2 - x1, y2 - y1], "iscrowd": 0, "score": float(score)})
+    annotation.update({"area": int(area), "bbox": [x1, y1, x2 - x1, y2 - y1], "iscrowd": int(bool(iscrowd)),
+                       "score": float(score)})
+    if attributes:
+        annotation["attributes"] = attributes
     return annotation
 
 
 def instances_to_annotations(instances: Instances, image_id: int, first_annotation_id: int) -> list[dict]:
     """COCO annotations of one image; ``area`` is the mask's pixel count (the box's area
-    for box-only instances)."""
+    for box-only instances). ``data["iscrowd"]`` becomes ``iscrowd``; every other ``data``
+    value (the labeller's check scores, source ids) goes in the annotation's ``attributes``
+    (NaN, a score that was not computed, as null)."""
     areas = instances.area
+    crowd = instances.data.get("iscrowd", np.zeros(len(instances), bool))
+    names = [name for name in instances.data if name != "iscrowd"]
     return [
         coco_annotation(first_annotation_id + k, image_id, instances.class_id[k], instances.xyxy[k],
                         None if instances.masks is None else mask_to_rle(instances.masks[k]), areas[k],
-                        instances.score[k])
+                        instances.score[k], bool(crowd[k]),
+                        {name: json_value(instances.data[name][k]) for name in names})
         for k in range(len(instances))
     ]
 

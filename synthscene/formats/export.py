@@ -7,6 +7,9 @@ VOC layout::   JPEGImages/*.png, SegmentationClass/*.png (palette, 255 ignore),
 Cityscapes::   leftImg8bit/train/synthscene/*_leftImg8bit.png, gtFine/train/synthscene/
                *_gtFine_labelIds.png + *_gtFine_instanceIds.png, labels.json
                (see ``synthscene.formats.cityscapes``)
+YOLO layout::  data.yaml, images/train/*.png, labels/train/*.txt (boxes or polygons,
+               see ``synthscene.formats.yolo``)
+HF layout::    README.md (dataset card), data/train-*.parquet (see ``synthscene.formats.hf``)
 (Images stay PNG: re-encoding labels' source images as JPEG would blur the boundaries
 the masks were drawn on.)
 """
@@ -23,19 +26,27 @@ from synthscene.formats.voc import write_voc
 from synthscene.io import atomic_output_dir, write_json
 from synthscene.store import Run, open_run
 
-FORMATS = ("coco", "lvis", "voc", "cityscapes")
+FORMATS = ("coco", "lvis", "voc", "cityscapes", "yolo", "hf")
+YOLO_TASKS = ("auto", "detect", "segment")
 
 
 def export_run(run: str | Path, fmt: str, out: str | Path, overwrite: bool = False, negatives: str = "none",
-               allow_partial: bool = False) -> Path:
+               allow_partial: bool = False, yolo_task: str = "auto") -> Path:
     """Write the run's samples in ``fmt`` to ``out`` (all or nothing). ``negatives``
     (LVIS only): which categories an image declares absent, see ``synthscene.formats.lvis``.
-    An unfinished run is refused unless ``allow_partial``; ``export.json`` records which
-    run was exported and how many of its shards were done."""
+    ``yolo_task``: boxes (detect), polygons (segment), or auto (polygons when the run has
+    masks). An unfinished run is refused unless ``allow_partial``; ``export.json`` records
+    which run was exported and how many of its shards were done."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if yolo_task not in YOLO_TASKS:
+        raise ValueError(f"unknown YOLO task {yolo_task!r}; choose one of {', '.join(YOLO_TASKS)}")
     opened = open_run(run)
     completeness = opened.completeness(allow_partial)
+    if fmt == "hf":
+        from synthscene.formats.hf import import_datasets
+
+        import_datasets()  # refused before anything is written when it is not installed
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
         write_json(tmp / "export.json", {"run": str(opened.root), "format": fmt, **completeness}, indent=2)
         if fmt in ("voc", "cityscapes") and any(sample.semantic is None for sample in opened.samples()):
@@ -44,6 +55,16 @@ def export_run(run: str | Path, fmt: str, out: str | Path, overwrite: bool = Fal
             write_voc(opened.items(), opened.class_names, tmp)
         elif fmt == "cityscapes":
             write_cityscapes(opened.samples(), opened.class_names, tmp)
+        elif fmt == "yolo":
+            from synthscene.formats.yolo import write_yolo
+
+            if yolo_task == "auto":
+                yolo_task = "segment" if all(s.instances.has_masks for s in opened.samples()) else "detect"
+            write_yolo(opened.items(), opened.class_names, tmp, yolo_task)
+        elif fmt == "hf":
+            from synthscene.formats.hf import write_hf
+
+            write_hf(opened, tmp)
         else:
             export_coco(opened, tmp, lvis=fmt == "lvis", negatives=negatives)
     return Path(out)
@@ -54,9 +75,11 @@ def export_coco(run: Run, out: Path, lvis: bool = False, negatives: str = "none"
     (out / "annotations").mkdir()
     classes = run.spec.classes
     dataset = new_coco(run.class_names, f"synthscene run {run.root.name}")
-    if lvis:
-        for category, cls in zip(dataset["categories"], classes):
-            category["synonyms"] = [cls.name, *cls.synonyms]
+    for category, cls in zip(dataset["categories"], classes):
+        # kept in COCO too (an extra field COCO tools ignore), so a merge can match a real
+        # "sports ball" to a class named "ball" with that synonym
+        category["synonyms"] = [cls.name, *cls.synonyms]
+        if lvis:
             category["def"] = cls.definition
     for sample, files in run.items():
         image_id = sample.index + 1

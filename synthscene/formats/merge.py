@@ -1,4 +1,5 @@
-"""Append a synthetic COCO / LVIS instances file to a real one.
+"""Append a synthetic COCO / LVIS instances file to a real one (either may be a YOLO
+dataset, read as COCO; its images are under its root).
 
 Synthetic images and annotations get ids past the real maxima; categories are matched by
 name or synonym (case, spaces and underscores ignored), and unknown ones are an error
@@ -48,6 +49,18 @@ def load_instances(path: str | Path) -> dict:
         if not isinstance(dataset.get(field), list):
             raise MergeError(f"{path} has no '{field}' list: not a COCO / LVIS instances file")
     return dataset
+
+
+def _read(path: str | Path, images: str | Path | None) -> tuple[dict, str | Path | None]:
+    """A COCO / LVIS file, or a YOLO dataset read as COCO (its images are under its root)."""
+    from synthscene.formats.yolo import find_data_yaml, load_yolo
+
+    if Path(path).suffix.lower() in (".yaml", ".yml") or Path(path, "data.yaml").is_file():
+        dataset, root = load_yolo(find_data_yaml(path))
+        if images is not None and Path(os.path.abspath(images)) != root:
+            raise MergeError(f"{path} is a YOLO dataset: its images are under {root}, not {images}")
+        return dataset, root
+    return load_instances(path), images
 
 
 def check_sizes(dataset: dict, name: str, image_root: str | Path | None = None) -> None:
@@ -137,7 +150,8 @@ def merge_files(real: str | Path, synthetic: str | Path, out: str | Path, add_ca
     out = Path(out)
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out} already exists (use --overwrite)")
-    real_data, synthetic_data = load_instances(real), load_instances(synthetic)
+    real_data, real_images = _read(real, real_images)
+    synthetic_data, synthetic_images = _read(synthetic, synthetic_images)
     check_sizes(real_data, str(real), real_images)
     check_sizes(synthetic_data, str(synthetic), synthetic_images)
     root = None

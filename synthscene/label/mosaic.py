@@ -9,6 +9,8 @@ regions. What each filter removed is counted.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import cv2
 import numpy as np
 import torch.nn.functional as F
@@ -18,6 +20,16 @@ from synthscene.label.attention_maps import objectness_map
 from synthscene.label.instances import Labels
 from synthscene.label.refine import grabcut_foreground
 from synthscene.records import Instances
+
+
+@dataclass(frozen=True)
+class RegionInstance:
+    """One instance a region gave: its mask at image resolution and its check scores."""
+
+    mask: np.ndarray  # bool [H, W]
+    score: float  # mean objectness
+    attention_agreement: float  # fraction of its pixels above the region's Otsu threshold (before GrabCut)
+    class_gain: float  # the region's not-drawn statistic (NaN when that check is off)
 
 
 def region_objectness(cross: dict, first_token: int, layout) -> np.ndarray:
@@ -32,9 +44,9 @@ def region_objectness(cross: dict, first_token: int, layout) -> np.ndarray:
 
 def region_instances(image: np.ndarray, objectness: list[np.ndarray], layout, params,
                      dropped: dict[str, int] | None = None,
-                     class_errors: list[np.ndarray] | None = None) -> list[list[tuple[np.ndarray, float]]]:
-    """For each region, its instances: (bool mask at image resolution, score = mean
-    objectness). A region's instances are the connected components of its refined
+                     class_errors: list[np.ndarray] | None = None) -> list[list[RegionInstance]]:
+    """For each region, its instances (``RegionInstance``: mask at image resolution, mean
+    objectness, check scores). A region's instances are the connected components of its refined
     foreground within the area bounds, kept only if, with ``class_errors`` (per region
     [2, H, W] on its window: the classifier's errors under its prompt and under its prompt
     with the class cut out), the class lowers the error on them together by
@@ -65,11 +77,13 @@ def region_instances(image: np.ndarray, objectness: list[np.ndarray], layout, pa
         dropped["small"] += int(sum(a < low * cell.size for a in areas))
         dropped["large"] += int(sum(a > high * cell.size for a in areas))
         valid = [c for c, a in zip(range(1, count), areas) if low * cell.size <= a <= high * cell.size]
+        gain = float("nan")
         if class_errors is not None and valid:
             # drawn or not is asked of the region's class once, over all its components
             with_class, without = class_errors[k][:, cy0 - oy : cy1 - oy, cx0 - ox : cx1 - ox]
             pixels = np.isin(components, valid)
-            if 1.0 - with_class[pixels].mean() / without[pixels].mean() < params.min_class_gain:
+            gain = float(1.0 - with_class[pixels].mean() / without[pixels].mean())
+            if gain < params.min_class_gain:
                 dropped["not_drawn"] += len(valid)
                 valid = []
         if params.strict and len(valid) != 1:
@@ -79,7 +93,8 @@ def region_instances(image: np.ndarray, objectness: list[np.ndarray], layout, pa
         for c in valid:
             full = np.zeros(image.shape[:2], bool)
             full[cy0:cy1, cx0:cx1] = components == c
-            instances.append((full, float(cell[components == c].mean())))
+            inside = cell[components == c]
+            instances.append(RegionInstance(full, float(inside.mean()), float((inside >= threshold).mean()), gain))
         regions.append(instances)
     return regions
 
@@ -99,19 +114,23 @@ def mosaic_labels(image: np.ndarray, objectness: list[np.ndarray], layout, class
     if sam is not None:
         for k, instances in enumerate(regions):
             if instances:
-                refined = sam(image, np.stack([m for m, _ in instances])) & (owners == k)
-                regions[k] = [(r if r.any() else m, score) for r, (m, score) in zip(refined, instances)]
+                refined = sam(image, np.stack([i.mask for i in instances])) & (owners == k)
+                regions[k] = [replace(i, mask=r) if r.any() else i for r, i in zip(refined, instances)]
     semantic = np.zeros(image.shape[:2], np.uint8)
-    masks, classes, scores = [], [], []
+    found, classes = [], []
     for k, instances in enumerate(regions):
         if not instances:
             semantic[owners == k] = IGNORE_INDEX  # unknown: this region gave no clean instance
-        for mask, score in instances:
-            semantic[mask] = class_ids[k] + 1
-            masks.append(mask)
+        for instance in instances:
+            semantic[instance.mask] = class_ids[k] + 1
+            found.append(instance)
             classes.append(class_ids[k])
-            scores.append(score)
-    instances = Instances.from_masks(np.stack(masks), classes, scores) if masks else Instances.empty(*semantic.shape)
+    if found:
+        instances = Instances.from_masks(np.stack([i.mask for i in found]), classes, [i.score for i in found], {
+            "attention_agreement": np.array([i.attention_agreement for i in found], np.float32),
+            "class_gain": np.array([i.class_gain for i in found], np.float32)})
+    else:
+        instances = Instances.empty(*semantic.shape)
     return Labels(semantic, instances, dropped), kept
 
 

@@ -23,6 +23,7 @@ from synthscene.label.attention_maps import (
 from synthscene.label.classify import assign_segments
 from synthscene.label.instances import Labels, instances_from_semantic
 from synthscene.label.refine import blend_alpha, colour_segments, grabcut_foreground
+from synthscene.records import Instances
 
 
 def faithful_labels(image: np.ndarray, cross: dict, token_groups: list[list[int]],
@@ -85,11 +86,43 @@ def ours_labels(image: np.ndarray, cross: dict, first_token: int, self_attention
     # an instance's score: its mean objectness
     scores = np.repeat(objectness[None].astype(np.float32), num_classes, axis=0)
     instances, dropped = instances_from_semantic(decided, scores, params.min_instance_area, num_classes)
+    instances = with_check_scores(instances, objectness >= params.objectness_threshold, alpha, errors, presence,
+                                  list(class_ids))
     semantic = decided
     if params.uncertain_blend is not None:
         low, high = params.uncertain_blend
         semantic = np.where((alpha >= low) & (alpha < high), np.uint8(IGNORE_INDEX), decided)
     return Labels(semantic, instances, {"small": dropped, "not_drawn": not_drawn})
+
+
+def with_check_scores(instances: Instances, attention_foreground: np.ndarray, alpha: np.ndarray,
+                      errors: np.ndarray | None, presence: tuple | None, class_ids: list[int]) -> Instances:
+    """``instances`` with the scores of the checks that made them in ``data`` (one value each):
+
+    - ``attention_agreement``: fraction of its pixels that attention alone calls object
+      (objectness above its threshold), i.e. how much GrabCut / the matte added;
+    - ``matte_confidence``: mean ``|2 alpha - 1|`` over its pixels (1: the colour matte is sure);
+    - ``class_margin``: ``1 - best / second`` mean denoising error of the named classes on its
+      pixels (1.0 when the prompt named one class: nothing competes);
+    - ``class_gain``: ``1 - error(prompt) / error(prompt without its class)`` on its pixels,
+      the not-drawn statistic (NaN when that check is off).
+    """
+    n = len(instances)
+    agreement, confidence = np.zeros(n, np.float32), np.zeros(n, np.float32)
+    margin, gain = np.ones(n, np.float32), np.full(n, np.nan, np.float32)
+    for i in range(n):
+        pixels = instances.masks[i]
+        agreement[i] = attention_foreground[pixels].mean()
+        confidence[i] = np.abs(2 * alpha[pixels] - 1).mean()
+        k = class_ids.index(int(instances.class_id[i]))
+        if errors is not None and len(errors) > 1:
+            second, best = np.sort(errors[:, pixels].mean(axis=1))[[1, 0]]
+            margin[i] = 1.0 - best / second
+        if presence is not None:
+            gain[i] = 1.0 - presence[0][pixels].mean() / presence[1][k][pixels].mean()
+    return Instances(instances.xyxy, instances.class_id, instances.score, instances.masks,
+                     {**instances.data, "attention_agreement": agreement, "matte_confidence": confidence,
+                      "class_margin": margin, "class_gain": gain})
 
 
 def _to_image_size(maps: torch.Tensor, size) -> np.ndarray:

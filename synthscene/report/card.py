@@ -49,6 +49,8 @@ def dataset_card(run: str | Path) -> dict:
         "method": spec.method,
         "labels": resolved[spec.method],
         "versions": opened.provenance.get("versions"),
+        "filter": None if opened.view is None else {k: opened.view[k] for k in (
+            "filtered", "where", "samples_where", "samples", "samples_kept", "instances", "instances_kept")},
     }
 
 
@@ -64,7 +66,13 @@ def write_dataset_card(run: str | Path) -> Path:
              f"- named classes that got no instance: {card['named_classes_without_instance']}",
              f"- components dropped as too small: {card['components_dropped_as_too_small']}",
              f"- dropped by each label filter: {card['dropped']}",
-             f"- sampler: {card['sampler']}", f"- method: {card['method']}, labels: {card['labels']}", "",
+             f"- sampler: {card['sampler']}", f"- method: {card['method']}, labels: {card['labels']}"]
+    if card["filter"]:
+        view = card["filter"]
+        lines.append(f"- a filtered view of `{view['filtered']}`: instances where `{view['where']}` "
+                     f"({view['instances_kept']} of {view['instances']} kept), samples where "
+                     f"`{view['samples_where']}` ({view['samples_kept']} of {view['samples']} kept)")
+    lines += ["",
              "| class | instances | images |", "|---|---|---|"]
     lines += [f"| {n}{' (novel)' if v.get('novel') else ''} | {v['instances']} | {v['images']} |"
               for n, v in card["per_class"].items()]

@@ -59,15 +59,25 @@ def _hex(label: int) -> str:
 
 def _card(stem: str, sample, names: list[str]) -> str:
     h, w = sample.height * _SCALE, sample.width * _SCALE
-    boxes = []
-    for k in range(len(sample.instances)):
-        x1, y1, x2, y2 = (float(v) * _SCALE for v in sample.instances.xyxy[k])
-        colour = _hex(sample.instances.class_id[k] + 1)
-        label = f"{names[sample.instances.class_id[k]]} {sample.instances.score[k]:.2f}"
-        boxes.append(f'<rect x="{x1}" y="{y1}" width="{x2 - x1}" height="{y2 - y1}" stroke="{colour}" '
+    inst = sample.instances
+    fields = [name for name, values in inst.data.items() if np.asarray(values).ndim == 1
+              and np.asarray(values).dtype.kind == "f"]
+    boxes, rows = [], []
+    for k in range(len(inst)):
+        x1, y1, x2, y2 = (float(v) * _SCALE for v in inst.xyxy[k])
+        class_id, score = int(inst.class_id[k]), float(inst.score[k])
+        colour = _hex(class_id + 1)
+        label = f"{names[class_id]} {score:.2f}"
+        keys = f'data-class="{class_id}" data-score="{score:.4f}"'
+        boxes.append(f'<rect {keys} x="{x1}" y="{y1}" width="{x2 - x1}" height="{y2 - y1}" stroke="{colour}" '
                      f'fill="none" stroke-width="2"><title>{html.escape(label)}</title></rect>')
-    scores = ", ".join(f"{html.escape(names[c])} {s:.2f}" for c, s in
-                       zip(sample.instances.class_id, sample.instances.score)) or "no instances"
+        checks = "".join(f"<td>{_number(inst.data[name][k])}</td>" for name in fields)
+        rows.append(f'<tr class="instance" {keys}><td>{html.escape(names[class_id])}</td><td>{score:.2f}</td>'
+                    f"<td>{int(inst.area[k])}</td>{checks}</tr>")
+    table = "no instances"
+    if rows:
+        head = "".join(f"<th>{html.escape(n)}</th>" for n in ["class", "score", "area", *fields])
+        table = f'<table class="scores"><tr>{head}</tr>{"".join(rows)}</table>'
     ignored = 0.0 if sample.semantic is None else float((sample.semantic == IGNORE_INDEX).mean())
     return (
         f'<figure class="sample"><div class="pair">'
@@ -75,13 +85,57 @@ def _card(stem: str, sample, names: list[str]) -> str:
         f'<div class="boxed"><img src="{stem}-overlay.png" width="{w}" height="{h}" alt="labels">'
         f'<svg width="{w}" height="{h}">{"".join(boxes)}</svg></div></div>'
         f"<figcaption><b>{html.escape(sample.caption)}</b><br>seed {sample.seed} &middot; "
-        f"{scores} &middot; uncertain {ignored:.0%}</figcaption></figure>"
+        f"uncertain {ignored:.0%}{table}</figcaption></figure>"
     )
+
+
+def _number(value) -> str:
+    value = float(value)
+    return "&ndash;" if value != value else f"{value:.2f}"
+
+
+# Filters: a class and a lowest score. Instances that fail are hidden (boxes and score rows),
+# and so is a sample with no instance left; the choice is kept in the address
+# (#class=K&min_score=S), so a filtered view can be linked to.
+_SCRIPT = """
+const classFilter = document.getElementById("class-filter");
+const scoreFilter = document.getElementById("min-score");
+const scoreShown = document.getElementById("min-score-value");
+function apply() {
+  const cls = classFilter.value, low = parseFloat(scoreFilter.value);
+  scoreShown.textContent = low.toFixed(2);
+  let shown = 0;
+  for (const sample of document.querySelectorAll("figure.sample")) {
+    let kept = 0;
+    for (const item of sample.querySelectorAll("[data-score]")) {
+      const ok = parseFloat(item.dataset.score) >= low && (cls === "" || item.dataset.class === cls);
+      item.style.display = ok ? "" : "none";
+      if (ok && item.tagName === "TR") kept += 1;
+    }
+    const visible = kept > 0 || (cls === "" && low <= 0);
+    sample.style.display = visible ? "" : "none";
+    shown += visible;
+  }
+  document.getElementById("shown").textContent = shown;
+  history.replaceState(null, "", "#class=" + encodeURIComponent(cls) + "&min_score=" + low);
+}
+const wanted = new URLSearchParams(location.hash.slice(1));
+if (wanted.has("class")) classFilter.value = wanted.get("class");
+if (wanted.has("min_score")) scoreFilter.value = wanted.get("min_score");
+classFilter.addEventListener("change", apply);
+scoreFilter.addEventListener("input", apply);
+apply();
+"""
 
 
 def _page(title: str, cards: list[str], names: list[str], note: str = "") -> str:
     legend = "".join(f'<span><i style="background:{_hex(i + 1)}"></i>{html.escape(n)}</span>'
                      for i, n in enumerate(names))
+    options = "".join(f'<option value="{i}">{html.escape(n)}</option>' for i, n in enumerate(names))
+    controls = (f'<p class="controls"><label>class <select id="class-filter"><option value="">all</option>{options}'
+                '</select></label> <label>lowest score <input id="min-score" type="range" min="0" max="1" '
+                'step="0.01" value="0"> <output id="min-score-value">0.00</output></label> '
+                f'&middot; <span id="shown">{len(cards)}</span> of {len(cards)} samples shown</p>')
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>synthscene: {html.escape(title)}</title>
 <style>
@@ -93,10 +147,13 @@ body {{ font-family: sans-serif; margin: 16px; background: #fafafa; }}
 .boxed svg {{ position: absolute; left: 0; top: 0; }}
 img {{ image-rendering: pixelated; display: block; }}
 .note {{ color: #a40000; font-weight: bold; }}
-figcaption {{ font-size: 12px; max-width: 280px; margin-top: 4px; }}
+figcaption {{ font-size: 12px; max-width: 520px; margin-top: 4px; }}
+.scores {{ border-collapse: collapse; margin-top: 4px; }} .scores td, .scores th {{ padding: 0 6px; text-align: right; }}
 .legend span {{ margin-right: 12px; }} .legend i {{ display: inline-block; width: 12px; height: 12px; margin-right: 4px; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>{f'<p class="note">{html.escape(note)}</p>' if note else ""}<p class="legend">{legend}</p>
+{controls}
 <div class="grid">{"".join(cards)}</div>
+<script>{_SCRIPT}</script>
 </body></html>
 """

@@ -4,7 +4,8 @@ Sources are opened and checked up front (every image and mask on disk, annotatio
 present), so training never skips data silently. Classes are matched by name: every
 source's classes must belong to the class list of the first source, which numbers them.
 
-- Instances: any COCO instances JSON, read by ``synthscene.formats.coco.read_coco``
+- Instances: a YOLO dataset (``data.yaml`` or its folder; ``synthscene.formats.yolo``, read
+  into the COCO form below), or any COCO instances JSON, read by ``synthscene.formats.coco.read_coco``
   (``synthscene export --format coco``: ``DIR/annotations/instances.json`` with
   ``DIR/images/``; the shapes world: ``WORLD/annotations/instances_train.json`` with file
   names relative to ``WORLD``; COCO 2017: ``annotations/instances_train2017.json`` with
@@ -13,8 +14,10 @@ source's classes must belong to the class list of the first source, which number
   ``annotations/`` itself; with them (``Source.image_roots``, ``--image-root``) under those,
   in order. It may not lead outside its folder. Crowd annotations and degenerate boxes
   are left out of the targets and counted (``MixedDataset.reports``).
-- Semantic: a VOC export (``JPEGImages/``, ``SegmentationClass/``, ``labels.txt``) or a shapes
-  world split (``images/``, ``semantic/``, classes in ``../world.json``). 255 = ignore.
+- Semantic: a VOC folder as VOC ships it (``JPEGImages/``, ``SegmentationClass/``, the
+  ``ImageSets/Segmentation/train.txt`` list for training, ``val.txt`` for evaluation, or a
+  list file named directly; ``labels.txt`` or VOC's 20 classes), or a shapes world split
+  (``images/``, ``semantic/``, classes in ``../world.json``). 255 = ignore.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from tqdm import tqdm
 
 from synthscene.codecs import IGNORE_INDEX, UndecodableImageError, check_image_decodes, load_semantic_png
 from synthscene.formats.coco import CocoError, box_masks, keep_categories, load_coco_json, read_coco
+from synthscene.formats.voc import VocError, voc_class_names, voc_pairs
+from synthscene.formats.yolo import YoloError
 
 
 class DatasetError(ValueError):
@@ -92,6 +97,24 @@ def class_mapping(names: list[str], reference: list[str], where: str) -> dict[in
 # ---- instances ------------------------------------------------------------------------
 
 
+def is_yolo(path: str | Path) -> bool:
+    """A YOLO dataset: its data.yaml, or a folder holding one."""
+    path = Path(path)
+    return path.suffix.lower() in (".yaml", ".yml") or (path / "data.yaml").is_file()
+
+
+def load_instances_file(path: str | Path, split: str = "train") -> tuple[dict, Path, Path | None]:
+    """(COCO dict, the file to name in messages, image root or None for COCO's defaults) of
+    a COCO / LVIS instances JSON or a YOLO dataset (read into a COCO dict; ``split`` of it)."""
+    path = Path(path)
+    if is_yolo(path):
+        from synthscene.formats.yolo import find_data_yaml, load_yolo
+
+        dataset, root = load_yolo(path, split)
+        return dataset, find_data_yaml(path), root
+    return load_coco_json(path), path, None
+
+
 class InstanceDataset(Dataset):
     """(image float [3, H, W] in [0, 1], target dict for torchvision detection models).
 
@@ -103,16 +126,18 @@ class InstanceDataset(Dataset):
     """
 
     def __init__(self, annotation_file: str | Path, reference_classes: list[str] | None = None,
-                 image_roots=None, only_classes: list[str] | None = None):
+                 image_roots=None, only_classes: list[str] | None = None, split: str = "train"):
         path = Path(annotation_file)
         try:
-            dataset = load_coco_json(path)
+            dataset, path, yolo_root = load_instances_file(path, split)
+            if yolo_root is not None:
+                image_roots = [yolo_root]
             if only_classes:  # e.g. the base classes: the other objects stay in the images, unlabelled
                 dataset = keep_categories(dataset, only_classes)
             if isinstance(dataset.get("annotations"), list) and not dataset["annotations"]:
                 raise DatasetError(f"{path} has no annotations: nothing to train a detector on")
             self.source = read_coco(path, image_roots or None, dataset=dataset)
-        except CocoError as err:
+        except (CocoError, YoloError) as err:
             raise DatasetError(str(err)) from None
         self.class_names = list(self.source.class_names)
         mapping = class_mapping(self.class_names, reference_classes or self.class_names, str(path))
@@ -152,33 +177,40 @@ class InstanceDataset(Dataset):
 
 
 class SemanticDataset(Dataset):
-    """(image float [3, H, W] in [0, 1], mask int64 [H, W]: 0 background, 1..C, 255 ignore)."""
+    """(image float [3, H, W] in [0, 1], mask int64 [H, W]: 0 background, 1..C, 255 ignore).
 
-    def __init__(self, folder: str | Path, reference_classes: list[str] | None = None):
+    ``folder``: a VOC folder (its ``split`` list from ``ImageSets/Segmentation/``, see
+    ``synthscene.formats.voc``), a VOC split list file, or a world split (``images/``,
+    ``semantic/``, classes in ``../world.json``)."""
+
+    def __init__(self, folder: str | Path, reference_classes: list[str] | None = None, split: str = "train"):
         folder = self.folder = Path(folder)
-        if (folder / "SegmentationClass").is_dir():
-            images_dir, masks_dir = folder / "JPEGImages", folder / "SegmentationClass"
-            labels = folder / "labels.txt"
-            if not labels.is_file():
-                raise DatasetError(f"{folder} has no labels.txt naming its classes")
-            self.class_names = labels.read_text().split()[1:]  # first: background
-        elif (folder / "semantic").is_dir():
-            images_dir, masks_dir = folder / "images", folder / "semantic"
-            world = folder.parent / "world.json"
-            if not world.is_file():
-                raise DatasetError(f"{folder} has no ../world.json naming its classes")
-            self.class_names = [c["name"] for c in json.loads(world.read_text())["classes"]]
-        else:
-            raise DatasetError(f"{folder} is neither a VOC export (SegmentationClass/) nor a world split (semantic/)")
+        voc_root = folder.parents[2] if folder.suffix == ".txt" and len(folder.parents) > 2 else folder
+        try:
+            if (voc_root / "SegmentationClass").is_dir():
+                self.class_names = voc_class_names(voc_root)
+                pairs = voc_pairs(folder, split)
+            elif (folder / "semantic").is_dir():
+                world = folder.parent / "world.json"
+                if not world.is_file():
+                    raise DatasetError(f"{folder} has no ../world.json naming its classes")
+                self.class_names = [c["name"] for c in json.loads(world.read_text())["classes"]]
+                masks = sorted((folder / "semantic").glob("*.png"))
+                if not masks:
+                    raise DatasetError(f"{folder / 'semantic'} holds no masks")
+                pairs = [(folder / "images" / m.name, m) for m in masks]
+            else:
+                raise DatasetError(f"{folder} is neither a VOC folder (SegmentationClass/) nor a world split "
+                                   "(semantic/)")
+        except VocError as err:
+            raise DatasetError(str(err)) from None
         mapping = class_mapping(self.class_names, reference_classes or self.class_names, str(folder))
         self.lookup = np.full(256, IGNORE_INDEX, np.int64)
         self.lookup[0] = 0
         for local, unified in mapping.items():
             self.lookup[local] = unified
-        self.masks = sorted(masks_dir.glob("*.png"))
-        if not self.masks:
-            raise DatasetError(f"{masks_dir} holds no masks")
-        self.images = [images_dir / m.name for m in self.masks]
+        self.images = [image for image, _ in pairs]
+        self.masks = [mask for _, mask in pairs]
         missing = [str(p) for p in self.images if not p.is_file()]
         if missing:
             raise DatasetError(f"{len(missing)} image(s) of {folder} are missing, e.g. {missing[0]}")

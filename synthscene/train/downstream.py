@@ -69,8 +69,17 @@ class DownstreamConfig(BaseModel):
         return self
 
 
-def train_downstream(config: DownstreamConfig, out: str | Path, resume: bool = False, progress: bool = True) -> Path:
-    """Train and save ``out/model.safetensors`` (+ ``config.json``, ``classes.json``)."""
+def train_downstream(config: DownstreamConfig, out: str | Path, resume: bool = False, progress: bool = True,
+                     device: str = "cpu", workers: int = 0) -> Path:
+    """Train and save ``out/model.safetensors`` (+ ``config.json``, ``classes.json``).
+
+    ``device``: where the model trains (batches are drawn and decoded on the CPU either
+    way, so the draws do not depend on it). ``workers``: ``DataLoader`` processes that
+    decode the next batches while the model trains on this one (0: in this process);
+    the batches are the same with any number."""
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers}")
+    device = torch.device(device)
     out = Path(out)
     data = open_sources(config.task, list(config.sources), list(config.classes) if config.classes else None,
                         progress=progress)
@@ -80,6 +89,7 @@ def train_downstream(config: DownstreamConfig, out: str | Path, resume: bool = F
     model = build_model(config.model, len(data.class_names) + 1, config.image_size, 2 * config.image_size)
     if config.init:
         load_weights(model, config.init, config.model)
+    model.to(device)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(parameters, lr=config.learning_rate, momentum=0.9, weight_decay=config.weight_decay)
     start = _prepare(out, config, data.class_names, model, optimizer, resume)
@@ -90,15 +100,15 @@ def train_downstream(config: DownstreamConfig, out: str | Path, resume: bool = F
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc=f"train {config.model}",
                disable=not progress)
     model.train()
-    for step in bar:
+    loader = torch.utils.data.DataLoader(data.dataset, batch_sampler=StepBatches(data, config, start),
+                                         num_workers=workers, collate_fn=list, persistent_workers=False)
+    for step, batch in zip(bar, loader):
         for group in optimizer.param_groups:
             group["lr"] = warmup_cosine(config.learning_rate, step, config.warmup_steps, config.steps)
-        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-        batch = [data.dataset[i] for i in data.draw(config.batch_size, generator)]
         # torchvision's RPN / RoI samplers and dropout draw from the global generator: seeded
         # per step, a resumed run draws what an uninterrupted one does
         torch.manual_seed(step_seed(config.seed, step))
-        loss, parts = _loss(model, batch, config)
+        loss, parts = _loss(model, [_to(item, device) for item in batch], config)
         optimizer.zero_grad(set_to_none=True)
         if loss.requires_grad:
             loss.backward()
@@ -116,8 +126,35 @@ def train_downstream(config: DownstreamConfig, out: str | Path, resume: bool = F
     log.close()
     from safetensors.torch import save
 
-    write_bytes(out / "model.safetensors", save({k: v.contiguous() for k, v in model.state_dict().items()}))
+    write_bytes(out / "model.safetensors", save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}))
     return out
+
+
+class StepBatches:
+    """The batch sampler of a run from step ``start``: step n's indices are drawn by a
+    generator seeded with (seed, n), so a resumed run draws what an uninterrupted one does,
+    with or without loader workers."""
+
+    def __init__(self, data, config: DownstreamConfig, start: int):
+        self.data, self.config, self.start = data, config, start
+
+    def __len__(self) -> int:
+        return self.config.steps - self.start
+
+    def __iter__(self):
+        for step in range(self.start, self.config.steps):
+            generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
+            yield self.data.draw(self.config.batch_size, generator)
+
+
+def _to(item, device: torch.device):
+    """An (image, target) pair on ``device``."""
+    image, target = item
+    if isinstance(target, dict):
+        target = {k: v.to(device) if torch.is_tensor(v) else v for k, v in target.items()}
+    else:
+        target = target.to(device)
+    return image.to(device), target
 
 
 def _check_masks(config: DownstreamConfig, data) -> None:
@@ -164,8 +201,8 @@ def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def _normalise(images: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean = torch.tensor([0.485, 0.456, 0.406], device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], device=images.device).view(1, 3, 1, 1)
     return (images - mean) / std
 
 
@@ -201,13 +238,14 @@ def _save_checkpoint(out: Path, step: int, model, optimizer) -> None:
 def predict_semantic(model, images: list[np.ndarray], image_size: int) -> list[np.ndarray]:
     """uint8 masks at each image's size."""
     model.eval()
+    device = next(model.parameters()).device
     masks = []
     for image in images:
-        tensor = torch.from_numpy(image).permute(2, 0, 1).float()[None] / 255.0
+        tensor = torch.from_numpy(image).permute(2, 0, 1).float()[None].to(device) / 255.0
         logits = model(_normalise(F.interpolate(tensor, size=(image_size, image_size), mode="bilinear",
                                                 align_corners=False)))["out"]
         logits = F.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False)
-        masks.append(logits.argmax(1)[0].byte().numpy())
+        masks.append(logits.argmax(1)[0].byte().cpu().numpy())
     return masks
 
 
@@ -220,10 +258,11 @@ def predict_instances(model, dataset, class_names: list[str], categories: list[d
 
     by_name = {c["name"]: c["id"] for c in categories}
     model.eval()
+    device = next(model.parameters()).device
     results = []
     for index in range(len(dataset)):
         image, target = dataset[index]
-        output = model([image])[0]
+        output = {k: v.cpu() for k, v in model([image.to(device)])[0].items()}
         keep = output["scores"] >= score_threshold
         masks = output.get("masks")
         for k in torch.nonzero(keep).flatten().tolist():
@@ -268,26 +307,28 @@ def load_trained(run: str | Path):
     return model.eval(), config, class_names
 
 
-def evaluate_trained(run: str | Path, data: str | Path, backend: str = "auto", image_roots=None) -> dict:
+def evaluate_trained(run: str | Path, data: str | Path, backend: str = "auto", image_roots=None,
+                     device: str = "cpu") -> dict:
     """Scores of a trained run on a held-out source of its task: box (and mask) AP for a
     detector on a COCO / LVIS file (any file ``read_coco`` opens; ``image_roots``: its image
     folders, tried in order), mIoU (255 ignored) for a segmenter on a semantic folder. A
     Mask R-CNN on a box-only file gets box AP only."""
     from synthscene.evaluation.detection import evaluate_detections, load_ground_truth
     from synthscene.evaluation.semantic import confusion_matrix, miou_from_confusion
-    from synthscene.train.data import InstanceDataset, SemanticDataset
+    from synthscene.train.data import InstanceDataset, SemanticDataset, is_yolo, load_instances_file
 
     model, config, class_names = load_trained(run)
+    model.to(torch.device(device))
     if config.task == "detection":
-        dataset = InstanceDataset(data, class_names, image_roots)
-        truth = load_ground_truth(data)
+        dataset = InstanceDataset(data, class_names, image_roots, split="val")
+        truth = load_ground_truth(load_instances_file(data, "val")[0] if is_yolo(data) else data)
         detections = predict_instances(model, dataset, class_names, truth["categories"])
         kinds = ("bbox", "segm") if config.model.startswith("maskrcnn") and dataset.has_masks else ("bbox",)
         truth = _evaluable_truth(truth)
         return {kind: evaluate_detections(truth, detections, kind, backend) for kind in kinds}
     if image_roots:
         raise ValueError("image roots apply to COCO (detection) sources only")
-    dataset = SemanticDataset(data, class_names)
+    dataset = SemanticDataset(data, class_names, split="val")
     confusion = np.zeros((len(class_names) + 1,) * 2, np.int64)
     for index in range(len(dataset)):
         image, mask = dataset[index]
