@@ -265,10 +265,14 @@ def _names(text: str) -> list[str]:
 def experiment(
     out: Annotated[Path, typer.Option(help="Output folder (must not exist or be empty).")],
     profile: Annotated[str, typer.Option(help="Data-sparse: quick (this CPU, < 1 hour), full (GPU) or smoke "
-                                              "(seconds). Open-vocabulary: open-vocab or open-vocab-smoke. Restyle "
-                                              "(InstSynth): restyle or restyle-smoke.")] = "quick",
+                                              "(seconds); steps scaled by images, 3 seeds, auto weight and filtered sets: "
+                                              "sparse or sparse-smoke. Open-vocabulary: open-vocab or open-vocab-smoke. "
+                                              "Restyle (InstSynth): restyle or restyle-smoke.")] = "quick",
     synthetic: Annotated[list[str] | None, typer.Option(help="Use these generate --spec runs instead of making new "
                                                               "ones; repeat for several.")] = None,
+    synthetic_weight: Annotated[str, typer.Option(help="Profile sparse: the mixed settings to train: fixed (1:1), "
+                                                       "auto (every image equally likely, so the synthetic share "
+                                                       "falls as real data grows) or both.")] = "both",
 ):
     """The shapes-world experiments: data-sparse (real fractions x {real, synthetic, both}),
     open-vocabulary (novel classes from grounding-labelled synthetic data) or restyle (real
@@ -276,10 +280,15 @@ def experiment(
     from synthscene.experiment import run_experiment
     from synthscene.experiment_open_vocab import OPEN_VOCAB_PROFILES, run_open_vocab
     from synthscene.experiment_restyle import RESTYLE_PROFILES, run_restyle_experiment
+    from synthscene.experiment_sparse import SPARSE_PROFILES, run_sparse_experiment
 
     if synthetic and (profile in OPEN_VOCAB_PROFILES or profile in RESTYLE_PROFILES):
         raise ValueError(f"--synthetic applies to the data-sparse profiles; {profile} makes its own set")
-    if profile in OPEN_VOCAB_PROFILES:
+    if synthetic_weight != "both" and profile not in SPARSE_PROFILES:
+        raise ValueError(f"--synthetic-weight applies to the sparse profiles, not {profile}")
+    if profile in SPARSE_PROFILES:
+        run_sparse_experiment(profile, out, synthetic, synthetic_weight)
+    elif profile in OPEN_VOCAB_PROFILES:
         run_open_vocab(profile, out)
     elif profile in RESTYLE_PROFILES:
         run_restyle_experiment(profile, out)

@@ -273,3 +273,40 @@ def test_loader_workers_train_the_same_weights_as_none(small_world, tmp_path):
     assert (tmp_path / "plain" / "train_log.jsonl").read_text() == (tmp_path / "workers" / "train_log.jsonl").read_text()
     with pytest.raises(ValueError, match="workers"):
         train_downstream(config, tmp_path / "bad", progress=False, workers=-1)
+
+
+def test_sparse_cells_follow_one_steps_rule_and_weight_rule():
+    from synthscene.experiment_sparse import SPARSE_PROFILES, cell_steps, mixed_sources, summarise
+
+    profile = SPARSE_PROFILES["sparse"]
+    assert cell_steps(profile, 100, 4) == (50, 2)  # one epoch of 100 images = 25 steps, raised to the minimum
+    assert cell_steps(profile, 600, 4) == (150, 8)
+    assert cell_steps(profile, 10_000, 4) == (400, 20)  # clipped
+    real, synthetic = Source("real"), [("a", 300), ("b", 100)]
+    auto = mixed_sources("real+synthetic-auto", real, 100, synthetic, [])
+    shares = np.array([s.weight for s in auto]) / sum(s.weight for s in auto)
+    assert shares.tolist() == pytest.approx([0.2, 0.6, 0.2])  # every image equally likely
+    fixed = mixed_sources("real+synthetic", real, 100, synthetic, [])
+    assert [s.weight for s in fixed] == [1.0, 0.5, 0.5]  # half of every batch synthetic
+    records = summarise({("miou", 0.1, "real"): {0: 0.30, 1: 0.40}, ("miou", 0.1, "real+synthetic"): {0: 0.35, 1: 0.50}})
+    mixed = next(r for r in records if r["setting"] == "real+synthetic")
+    assert mixed["difference"]["seeds"] == pytest.approx([0.05, 0.10])
+    assert mixed["difference"]["std"] == pytest.approx(0.025) and "difference" not in records[0]
+
+
+@pytest.mark.slow
+def test_sparse_smoke_profile_writes_results(tmp_path):
+    from synthscene.experiment_sparse import MIXED, run_sparse_experiment
+
+    records = run_sparse_experiment("sparse-smoke", tmp_path / "exp", progress=False)
+    out = tmp_path / "exp"
+    assert json.loads((out / "results.json").read_text()) == records
+    assert {r["setting"] for r in records} == {"real", "synthetic", *MIXED}
+    for r in records:
+        assert len(r["seeds"]) == 1 and 0.0 <= r["mean"] <= 1.0
+        assert ("difference" in r) == (r["setting"] in MIXED)
+    assert (out / "data" / "text2labels-filtered" / "view.json").is_file()
+    config = json.loads((out / "models" / "semantic-10pct-real+synthetic-seed0" / "config.json").read_text())
+    assert config["steps"] == 2 and config["warmup_steps"] == 1  # ceil(0.5 epochs x (4 + 6 images) / 4), in [2, 3]
+    assert "paired difference" in (out / "results.md").read_text()
+    assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
