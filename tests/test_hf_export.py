@@ -191,3 +191,13 @@ def test_a_clear_error_without_datasets(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # "import datasets" now raises ImportError
     with pytest.raises(ValueError, match=r"^--format hf needs the 'datasets' package: pip install"):
         export(run, tmp_path / "out")
+
+
+def test_the_card_does_not_show_where_a_local_model_lives(tmp_path):
+    from synthscene.formats.hf import public_model_name
+
+    folder = tmp_path / "home" / "me" / "my-model"
+    folder.mkdir(parents=True)
+    assert public_model_name(str(folder)) == "local folder my-model"
+    assert public_model_name("embedded") == "embedded"
+    assert public_model_name("stabilityai/stable-diffusion-2-1") == "stabilityai/stable-diffusion-2-1"

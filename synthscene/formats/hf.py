@@ -156,6 +156,15 @@ def write_hf(run: Run, out: Path, samples_per_file: int = 500) -> None:
     (Path(out) / "README.md").write_text(card, encoding="utf-8")
 
 
+def public_model_name(model: str) -> str:
+    """The model as a card meant for sharing may name it: "embedded" or a hub id as given,
+    a local folder by its last part only (its full path would tell where the user keeps files)."""
+    path = Path(model)
+    if model == "embedded" or not (path.is_absolute() or path.exists() or model.startswith(".")):
+        return model
+    return f"local folder {path.name}"
+
+
 def dataset_card(run: Run, features: datasets.Features, num_samples: int, num_instances: int) -> str:
     """README.md: a YAML header (Hub metadata, the files' config, the features) and a
     short markdown summary. Run strings (name, model, classes) are user input: the header
@@ -175,7 +184,7 @@ def dataset_card(run: Run, features: datasets.Features, num_samples: int, num_in
     body = f"""# {_md(run.spec.name)}
 
 A synthetic dataset made by synthscene: method {_md(run.spec.method)}, model
-{_md(run.spec.model)}. {num_samples} samples, {num_instances} instances, one
+{_md(public_model_name(run.spec.model))}. {num_samples} samples, {num_instances} instances, one
 split ({SPLIT}).
 
 ## Classes
