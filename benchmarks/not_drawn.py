@@ -1,6 +1,7 @@
 """Labels only for what was drawn: text2labels on prompts that name classes the model cannot draw.
 
     .venv/bin/python benchmarks/not_drawn.py [--images 96] [--seed S] [--gains 0,0.02,0.05,0.1]
+        [--margins=-0.02,0,0.02] [--word-gains 0,0.02] [--evidence rows.jsonl]
 
 The embedded model knows the six shapes-world classes only. Two prompt sets, planned by
 text2labels' own planner from ``--seed``: *known* prompts name world classes only; *unknown*
@@ -8,7 +9,10 @@ prompts name at least one class outside the world (giraffe, car, ...: ``UNKNOWN`
 with another unknown one or beside a world class. Each batch is generated once with every
 classifier row captured, then labelled with the check off, at each of ``--gains``, and at the
 spec's gain with each rival margin of ``--margins`` (``min_rival_margin``: the class's own
-word must beat the spec's classes the prompt did not name). Per setting:
+word must beat the spec's classes the prompt did not name) and, with ``--word-gains``, at the
+spec's gain and margin with each own-word gain (``min_word_gain``: the class's word alone must
+beat the empty prompt on its pixels). ``--evidence FILE`` writes what the check measured per
+sample and named class (gain, rival margin, word gain, oracle pixels) to tune on. Per setting:
 
 - ``unknown_fraction``: unknown-set samples that get an instance of an unknown class
   (goal <= 0.05);
@@ -66,6 +70,10 @@ def main() -> None:
     parser.add_argument("--gains", default="0,0.02,0.05,0.1,0.15")
     parser.add_argument("--margins", default="-0.02,0,0.02",
                         help="rival margins (min_rival_margin), each with the spec's min_class_gain")
+    parser.add_argument("--word-gains", default="",
+                        help="own-word gains (min_word_gain), each with the spec's gain and rival margin")
+    parser.add_argument("--evidence", default=None,
+                        help="write what the check measured per sample and named class here (JSON lines)")
     parser.add_argument("--classifier-timesteps", default=None, help="e.g. 850,950 (default: the spec's)")
     parser.add_argument("--classifier-repeats", type=int, default=None, help="default: the spec's")
     parser.add_argument("--mosaic", action="store_true", help="score MosaicFusion regions instead")
@@ -92,11 +100,17 @@ def main() -> None:
     # captured once with every row the check can use; each setting only relabels
     capture_params = spec.text2labels.model_copy(update={"min_class_gain": 0.0, "min_rival_margin": 0.0})
     default_gain = spec.text2labels.min_class_gain or 0.05
+    default_margin = spec.text2labels.min_rival_margin if spec.text2labels.min_rival_margin is not None else 0.0
+    word_gains = [float(w) for w in args.word_gains.split(",")] if args.word_gains else []
     off = {"min_rival_margin": None}
     settings = {"off": spec.text2labels.model_copy(update={"min_class_gain": None, **off}),
                 **{f"{g:g}": spec.text2labels.model_copy(update={"min_class_gain": g, **off}) for g in gains},
                 **{f"{default_gain:g}+rival {m:g}": spec.text2labels.model_copy(
-                    update={"min_class_gain": default_gain, "min_rival_margin": m}) for m in margins}}
+                    update={"min_class_gain": default_gain, "min_rival_margin": m}) for m in margins},
+                **{f"{default_gain:g}+rival {default_margin:g}+word {w:g}": spec.text2labels.model_copy(
+                    update={"min_class_gain": default_gain, "min_rival_margin": default_margin, "min_word_gain": w})
+                   for w in word_gains}}
+    evidence_rows = []
     n = len(CLASS_NAMES) + 1
     stats = {name: {"confusion": np.zeros((n, n), np.int64), "ignored": 0, "pixels": 0, "unknown_hit": 0,
                     "missed": [0, 0], "unknown_missed": [0, 0]} for name in settings}
@@ -110,6 +124,12 @@ def main() -> None:
                 entry = stats[name]
                 for b, task in enumerate(batch):
                     sample = label_sample(pipe.tokenizer, captured, b, task, params, len(everything.classes))
+                    if name == "off":  # evidence is measured before any threshold: one setting holds it all
+                        evidence_rows += [{"set": set_name, "index": task.index, "prompt": task.prompt, **row,
+                                           "unknown": row["class_id"] >= len(CLASS_NAMES),
+                                           "oracle_pixels": int((truths[b] == row["class_id"] + 1).sum())}
+                                          for row in evidence_of(pipe.tokenizer, captured, b, task, capture_params,
+                                                                 len(everything.classes))]
                     labelled = {int(c) for c in sample.instances.class_id}
                     named_world = [c for c in task.class_ids if c < len(CLASS_NAMES)]
                     seen = [c for c in named_world if (truths[b] == c + 1).sum() >= MIN_ORACLE_PIXELS]
@@ -122,6 +142,9 @@ def main() -> None:
                         entry["pixels"] += truths[b].size
                     else:
                         entry["unknown_hit"] += any(c >= len(CLASS_NAMES) for c in labelled)
+    if args.evidence:
+        with open(args.evidence, "w") as f:
+            f.writelines(json.dumps(row) + "\n" for row in evidence_rows)
     result = {"settings": {}}
     for name, entry in stats.items():
         result["settings"][name] = {
@@ -136,6 +159,12 @@ def main() -> None:
                   classifier_repeats=spec.text2labels.classifier_repeats, unknown_classes=list(UNKNOWN), goal_unknown_fraction=0.05,
                   seconds=round(time.perf_counter() - started, 1))
     print(json.dumps(result))
+
+
+def evidence_of(tokenizer, captured, b: int, task, params, num_classes: int) -> list[dict]:
+    """The not-drawn check's evidence per named class of sample ``b`` (``extra["class_evidence"]``)."""
+    sample = label_sample(tokenizer, captured, b, task, params, num_classes)
+    return sample.extra.get("class_evidence", [])
 
 
 def mosaic_regions(args) -> None:

@@ -126,6 +126,10 @@ class Text2LabelsSpec(ClassifierSpec):
     # is no rival). None: not asked (and no rival rows are computed).
     min_rival_margin: float | None = Field(0.0, ge=-1.0, lt=1.0)
     rival_word_gain: float = Field(0.04, ge=0.0, lt=1.0)
+    # the third question (asked with the rivals' rows): does the class's own word alone explain
+    # its pixels better than the empty prompt, by this much (1 - error(word) / error(empty))?
+    # A name the model never learnt explains nothing on its own. None: not asked.
+    min_word_gain: float | None = Field(None, ge=-1.0, lt=1.0)
 
     @model_validator(mode="before")
     @classmethod

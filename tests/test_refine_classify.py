@@ -7,7 +7,7 @@ import torch
 
 from synthscene.capture import encode_for_store
 from synthscene.label.attention_maps import objectness_map
-from synthscene.label.classify import assign_segments, denoising_errors
+from synthscene.label.classify import assign_segments, class_evidence, denoising_errors
 from synthscene.label.refine import blend_alpha, colour_segments, grabcut_foreground, matte_regions
 from synthscene.world.classes import CLASS_NAMES
 from synthscene.world.oracle import oracle_semantic
@@ -244,3 +244,24 @@ def test_diffusion_classifier_rejects_bad_timesteps(embedded):
     embeddings = encode_for_store(embedded, ["ball", "leaf"])
     with pytest.raises(ValueError, match="timesteps"):
         denoising_errors(embedded.unet, embedded.scheduler, latents, embeddings, (1000,), 1, torch.Generator())
+
+
+def test_a_class_whose_word_alone_explains_no_more_than_no_text_was_not_drawn():
+    image = np.full((8, 8, 3), 128, np.uint8)
+    segments = np.zeros((8, 8), np.int32)
+    segments[1:4, 1:4], segments[5:7, 5:7] = 1, 2
+    image[segments == 1], image[segments == 2] = (200, 20, 20), (20, 20, 200)
+    errors = np.ones((2, 8, 8), np.float32)
+    errors[0][segments == 1], errors[1][segments == 2] = 0.5, 0.97  # class 1's word barely beats no text
+    errors[0][segments == 2], errors[1][segments == 1] = 1.5, 1.5
+    with_prompt = np.ones((8, 8), np.float32)
+    without = np.full((2, 8, 8), 2.0, np.float32)  # both words pass the leave-one-out check
+    presence = (with_prompt, without, np.zeros((0, 8, 8), np.float32), np.ones((8, 8), np.float32))
+    choice = assign_segments(segments, errors, image, 0)
+    evidence = class_evidence(segments, choice, errors, presence)
+    assert evidence[0].word_gain == pytest.approx(0.5) and evidence[1].word_gain == pytest.approx(0.03)
+    assert evidence[0].rival_margin is None  # no rival rows: nothing to lose to
+    assert evidence[1].gain == pytest.approx(0.5) and evidence[1].caption_gain == pytest.approx(0.0)
+    assert assign_segments(segments, errors, image, 0, presence, 0.05, min_word_gain=0.05) == {1: 0, 2: None}
+    assert assign_segments(segments, errors, image, 0, presence, 0.05, min_word_gain=0.02) == {1: 0, 2: 1}
+    assert assign_segments(segments, errors, image, 0, presence, 0.05) == {1: 0, 2: 1}  # not asked

@@ -267,6 +267,13 @@ def test_a_class_the_embedded_model_cannot_draw_claims_less_and_is_recorded():
             sample = text2labels.label_sample(pipe.tokenizer, captured, b, task, params, 2)
             labelled = set(sample.instances.class_id.tolist())
             assert sample.extra["not_drawn"] == [c for c in task.class_ids if c not in labelled]
+            if name == "on":  # why: what the check measured, per class it was asked of
+                evidence = {e["class_id"]: e for e in sample.extra["class_evidence"]}
+                assert set(evidence) <= set(task.class_ids)
+                gain = params.min_class_gain
+                assert all((c in labelled) <= (evidence[c]["class_gain"] >= gain) for c in evidence)
+            else:
+                assert "class_evidence" not in sample.extra
             giraffes[name] += 0 in labelled
             balls[name] += 1 in labelled
     named = [t.class_ids[0] for t in tasks]

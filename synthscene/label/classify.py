@@ -10,6 +10,8 @@ model must take an object's appearance from the text rather than from the image.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 import torch
@@ -59,22 +61,15 @@ def denoising_errors(unet, scheduler, latents: torch.Tensor, class_embeddings: t
 
 def assign_segments(segments, errors, image, group_distance: float = 15.0, presence=None,
                     min_gain: float = 0.0, min_rival_margin: float | None = None,
-                    rival_word_gain: float = 0.0) -> dict[int, int | None]:
+                    rival_word_gain: float = 0.0, min_word_gain: float | None = None) -> dict[int, int | None]:
     """Which of K named classes each segment shows, from per-pixel denoising errors.
 
     Segments whose mean Lab colours lie within ``group_distance`` of each other (directly or
     through a chain) look alike and are decided together, so a small piece borrows the
     evidence of its larger look-alikes. A group takes the class with the lowest mean error
-    over its pixels. With ``presence`` (the errors under the image's prompt, and under the
-    prompt with each class cut out), each class must also explain its pixels (all its
-    segments together): the prompt's error there must be lower than without the class by
-    ``min_gain`` (``1 - error(prompt) / error(prompt without it)``), or its segments show none
-    of the named classes (None). A name the model never learnt to draw changes nothing. With
-    rival errors in ``presence`` and ``min_rival_margin``, the class's own word must also beat
-    every rival (a class of the taxonomy the prompt did not name) on those pixels:
-    ``1 - error(word) / lowest rival error >= min_rival_margin``; a name the model cannot draw
-    loses to the class whose look the model gave it. A rival counts only where its word beats
-    the empty prompt by ``rival_word_gain`` (a name the model cannot draw is no rival).
+    over its pixels. With ``presence`` each class must also pass the not-drawn check
+    (``class_evidence``, ``ClassEvidence.drawn``) over all its segments together, or its
+    segments show none of the named classes (None).
 
     Args:
         segments: int [H, W], 0 background, 1..S segments (``refine.colour_segments``).
@@ -99,19 +94,74 @@ def assign_segments(segments, errors, image, group_distance: float = 15.0, prese
         members = [i for i, g in zip(ids, groups) if g == group]
         best = int(errors[:, np.isin(segments, members)].mean(axis=1).argmin())
         choice.update(dict.fromkeys(members, best))
-    if presence is not None:
-        with_all, without, *rest = presence
-        rivals, empty = rest if len(rest) == 2 and min_rival_margin is not None else (None, None)
-        # drawn or not is asked of a class once per image, over all its pixels
-        for k in set(choice.values()):
-            members = [i for i, c in choice.items() if c == k]
-            pixels = np.isin(segments, members)
-            drawn = 1.0 - with_all[pixels].mean() / without[k][pixels].mean() >= min_gain
-            if drawn and rivals is not None and len(rivals):
-                rival_errors = rivals[:, pixels].mean(axis=1)
-                counted = rival_errors[1.0 - rival_errors / empty[pixels].mean() >= rival_word_gain]
-                if len(counted):
-                    drawn = 1.0 - errors[k][pixels].mean() / counted.min() >= min_rival_margin
-            if not drawn:
-                choice.update(dict.fromkeys(members, None))
-    return choice
+    if presence is None:
+        return choice
+    evidence = class_evidence(segments, choice, errors, presence, rival_word_gain)
+    return drop_not_drawn(choice, evidence, min_gain, min_rival_margin, min_word_gain)
+
+
+@dataclass(frozen=True)
+class ClassEvidence:
+    """What the diffusion classifier says about one named class on the pixels it was given.
+
+    - ``gain``: ``1 - error(prompt) / error(prompt without the class)``: does its word in the
+      caption explain its pixels? A name the model never learnt to draw changes nothing.
+    - ``rival_margin``: ``1 - error(word) / lowest rival error``: does its own word beat every
+      class of the taxonomy the prompt did not name? A name the model cannot draw loses to the
+      class whose look the model gave it. Only rivals whose word beats the empty prompt by
+      ``rival_word_gain`` count (a name the model cannot draw is no rival); None when none
+      counts or the rival rows were not computed.
+    - ``word_gain``: ``1 - error(word) / error(empty prompt)``: does its word alone explain
+      the pixels better than no text at all? None without the empty-prompt row.
+    - ``caption_gain``: ``1 - error(prompt) / error(empty prompt)``, what the whole caption
+      explains there (the scale ``word_gain`` can be read against). None likewise.
+    """
+
+    gain: float
+    rival_margin: float | None = None
+    word_gain: float | None = None
+    caption_gain: float | None = None
+
+    def drawn(self, min_gain: float, min_rival_margin: float | None = None,
+              min_word_gain: float | None = None) -> bool:
+        """The check: each asked question (threshold not None) must pass."""
+        if self.gain < min_gain:
+            return False
+        if min_rival_margin is not None and self.rival_margin is not None and self.rival_margin < min_rival_margin:
+            return False
+        return min_word_gain is None or self.word_gain is None or self.word_gain >= min_word_gain
+
+    def to_json(self) -> dict:
+        return {"class_gain": self.gain, "rival_margin": self.rival_margin, "word_gain": self.word_gain,
+                "caption_gain": self.caption_gain}
+
+
+def class_evidence(segments, choice: dict[int, int], errors, presence,
+                   rival_word_gain: float = 0.0) -> dict[int, ClassEvidence]:
+    """``ClassEvidence`` of every class in ``choice`` ({segment: class index}), each asked once
+    per image over all its segments together; ``errors`` and ``presence`` as in
+    ``assign_segments``."""
+    with_all, without, *rest = presence
+    rivals, empty = rest if len(rest) == 2 else (None, None)
+    evidence = {}
+    for k in sorted(set(choice.values())):
+        pixels = np.isin(segments, [i for i, c in choice.items() if c == k])
+        word, caption = float(errors[k][pixels].mean()), float(with_all[pixels].mean())
+        margin = word_gain = caption_gain = None
+        if empty is not None:
+            floor = float(empty[pixels].mean())
+            word_gain, caption_gain = 1.0 - word / floor, 1.0 - caption / floor
+            rival_errors = rivals[:, pixels].mean(axis=1) if len(rivals) else np.zeros(0)
+            counted = rival_errors[1.0 - rival_errors / floor >= rival_word_gain]
+            margin = float(1.0 - word / counted.min()) if len(counted) else None
+        gain = float(1.0 - caption / without[k][pixels].mean())
+        evidence[k] = ClassEvidence(gain, margin, word_gain, caption_gain)
+    return evidence
+
+
+def drop_not_drawn(choice: dict[int, int], evidence: dict[int, ClassEvidence], min_gain: float,
+                   min_rival_margin: float | None = None,
+                   min_word_gain: float | None = None) -> dict[int, int | None]:
+    """``choice`` with the segments of every class that fails the check set to None."""
+    return {segment: k if evidence[k].drawn(min_gain, min_rival_margin, min_word_gain) else None
+            for segment, k in choice.items()}

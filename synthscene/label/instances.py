@@ -13,11 +13,13 @@ from synthscene.records import Instances
 @dataclass
 class Labels:
     """What a recipe reads from one image: semantic mask (uint8 [H, W], 255 uncertain; None
-    for box-only recipes), instances, and how many candidates each filter dropped."""
+    for box-only recipes), instances, how many candidates each filter dropped and, where a
+    not-drawn check ran, what it measured per named class ({class id: ``ClassEvidence``})."""
 
     semantic: np.ndarray | None
     instances: Instances
     dropped: dict[str, int] = field(default_factory=dict)
+    evidence: dict = field(default_factory=dict)
 
 
 def instances_from_semantic(semantic: np.ndarray, scores: np.ndarray | None = None, min_area: int = 1,

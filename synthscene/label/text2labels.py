@@ -20,7 +20,7 @@ from synthscene.label.attention_maps import (
     semantic_from_scores,
     upsample_scores,
 )
-from synthscene.label.classify import assign_segments
+from synthscene.label.classify import assign_segments, class_evidence, drop_not_drawn
 from synthscene.label.instances import Labels, instances_from_semantic
 from synthscene.label.refine import blend_alpha, colour_segments, grabcut_foreground
 from synthscene.records import Instances
@@ -49,7 +49,8 @@ def ours_labels(image: np.ndarray, cross: dict, first_token: int, self_attention
     named class, no check). With ``presence_errors`` (errors [h, w] under the prompt and
     [K, h, w] under the prompt without each class, optionally [R, h, w] under the rival
     words and [h, w] under the empty prompt), a class whose word does not lower the error on its segments by
-    ``params.min_class_gain`` (or loses to a rival, ``params.min_rival_margin``) was not drawn: 255, no instance
+    ``params.min_class_gain`` (or loses to a rival, ``params.min_rival_margin``, or its word alone does not beat the
+    empty prompt, ``params.min_word_gain``) was not drawn: 255, no instance
     (counted as ``dropped["not_drawn"]``). Instances keep every object pixel; the semantic
     mask abstains (255) on near-even edge blends."""
     size = image.shape[:2]
@@ -73,13 +74,18 @@ def ours_labels(image: np.ndarray, cross: dict, first_token: int, self_attention
     if presence_errors is not None and params.min_class_gain is not None:
         with_all, without, *rest = presence_errors
         presence = (_to_image_size(with_all[None], size)[0], _to_image_size(without, size))
-        if len(rest) == 2 and rest[0] is not None and params.min_rival_margin is not None:
-            presence += (_to_image_size(rest[0], size), _to_image_size(rest[1][None], size)[0])
+        if len(rest) == 2 and rest[1] is not None:
+            rivals = _to_image_size(rest[0], size) if len(rest[0]) else np.zeros((0, *size), np.float32)
+            presence += (rivals, _to_image_size(rest[1][None], size)[0])
+    choice = assign_segments(segments, errors, image, params.colour_group_distance)
+    evidence = {}
+    if presence is not None:
+        evidence = class_evidence(segments, choice, errors, presence, params.rival_word_gain)
+        choice = drop_not_drawn(choice, evidence, params.min_class_gain, params.min_rival_margin,
+                                params.min_word_gain)
     lookup = np.zeros(segments.max() + 1, np.uint8)
     not_drawn = 0
-    for segment, best in assign_segments(segments, errors, image, params.colour_group_distance, presence,
-                                         params.min_class_gain or 0.0, params.min_rival_margin,
-                                         params.rival_word_gain).items():
+    for segment, best in choice.items():
         not_drawn += best is None
         lookup[segment] = IGNORE_INDEX if best is None else class_ids[best] + 1
     decided = lookup[segments]
@@ -92,7 +98,8 @@ def ours_labels(image: np.ndarray, cross: dict, first_token: int, self_attention
     if params.uncertain_blend is not None:
         low, high = params.uncertain_blend
         semantic = np.where((alpha >= low) & (alpha < high), np.uint8(IGNORE_INDEX), decided)
-    return Labels(semantic, instances, {"small": dropped, "not_drawn": not_drawn})
+    return Labels(semantic, instances, {"small": dropped, "not_drawn": not_drawn},
+                  {class_ids[k]: e for k, e in evidence.items()})
 
 
 def with_check_scores(instances: Instances, attention_foreground: np.ndarray, alpha: np.ndarray,

@@ -150,8 +150,8 @@ class ClassErrors:
     named: object
     prompt: object | None
     without: object | None
-    rivals: object | None = None  # [R, h, w] under the spec's classes the prompt did not name
-    empty: object | None = None  # [h, w] under the empty prompt (with rivals)
+    rivals: object | None = None  # [R, h, w] under the spec's classes the prompt did not name (R may be 0)
+    empty: object | None = None  # [h, w] under the empty prompt (with rivals or min_word_gain)
 
 
 @dataclass
@@ -202,10 +202,12 @@ def rival_words(spec: Text2LabelsDatasetSpec, task: Task) -> list[str]:
 
 def _class_errors(pipe, latents, task: Task, params: Text2LabelsSpec, rivals: list[str]) -> ClassErrors | None:
     """Denoising errors of one sample under each named class and, for the not-drawn check,
-    under its prompt, under its prompt without each class and (``min_rival_margin``) under
-    each rival word. None: one named class and no check (nothing to compare)."""
+    under its prompt, under its prompt without each class, (``min_rival_margin``) under
+    each rival word and (with rivals or ``min_word_gain``) under the empty prompt. None: one
+    named class and no check (nothing to compare)."""
     check = params.min_class_gain is not None
     rivals = rivals if check and params.min_rival_margin is not None else []
+    empty_row = check and (bool(rivals) or params.min_word_gain is not None)
     count = len(task.words)
     if count == 1 and not check:
         return None
@@ -218,13 +220,13 @@ def _class_errors(pipe, latents, task: Task, params: Text2LabelsSpec, rivals: li
     texts = [attention_word(w) for w in task.words]
     if check:
         texts += [task.prompt] + [without_phrase(task.prompt, attention_word(w)) for w in task.words]
-        texts += rivals + [""] if rivals else []
+        texts += rivals + [""] if empty_row else []
     errors = denoising_errors(pipe.unet, pipe.scheduler, latents, encode_for_store(pipe, texts),
                               params.classifier_timesteps, params.classifier_repeats, generator)
     if not check:
         return ClassErrors(errors, None, None)
     end = 2 * count + 1
-    if not rivals:
+    if not empty_row:
         return ClassErrors(errors[:count], errors[count], errors[count + 1 : end])
     return ClassErrors(errors[:count], errors[count], errors[count + 1 : end], errors[end:-1], errors[-1])
 
@@ -250,5 +252,8 @@ def label_sample(tokenizer, captured: CapturedBatch, b: int, task: Task, params:
     drawn = {int(c) for c in labels.instances.class_id}
     # what the labeller found no trace of, although the caption named it
     not_drawn = [c for c in task.class_ids if c not in drawn]
+    extra = {"not_drawn": not_drawn}
+    if labels.evidence:  # what the not-drawn check measured, so a user can see why
+        extra["class_evidence"] = [{"class_id": int(c), **e.to_json()} for c, e in sorted(labels.evidence.items())]
     return Sample(task.index, task.seed, task.prompt, image, labels.instances, labels.semantic, task.class_ids,
-                  labels.dropped, {"not_drawn": not_drawn})
+                  labels.dropped, extra)
