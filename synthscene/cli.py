@@ -273,6 +273,8 @@ def experiment(
     synthetic_weight: Annotated[str, typer.Option(help="Profile sparse: the mixed settings to train: fixed (1:1), "
                                                        "auto (every image equally likely, so the synthetic share "
                                                        "falls as real data grows) or both.")] = "both",
+    task: Annotated[list[str] | None, typer.Option(help="Profile sparse: train only this downstream task "
+                                                        "(semantic or detection); repeat for both (the default).")] = None,
 ):
     """The shapes-world experiments: data-sparse (real fractions x {real, synthetic, both}),
     open-vocabulary (novel classes from grounding-labelled synthetic data) or restyle (real
@@ -280,14 +282,16 @@ def experiment(
     from synthscene.experiment import run_experiment
     from synthscene.experiment_open_vocab import OPEN_VOCAB_PROFILES, run_open_vocab
     from synthscene.experiment_restyle import RESTYLE_PROFILES, run_restyle_experiment
-    from synthscene.experiment_sparse import SPARSE_PROFILES, run_sparse_experiment
+    from synthscene.experiment_sparse import SPARSE_PROFILES, TASKS, run_sparse_experiment
 
     if synthetic and (profile in OPEN_VOCAB_PROFILES or profile in RESTYLE_PROFILES):
         raise ValueError(f"--synthetic applies to the data-sparse profiles; {profile} makes its own set")
     if synthetic_weight != "both" and profile not in SPARSE_PROFILES:
         raise ValueError(f"--synthetic-weight applies to the sparse profiles, not {profile}")
+    if task and profile not in SPARSE_PROFILES:
+        raise ValueError(f"--task applies to the sparse profiles, not {profile}")
     if profile in SPARSE_PROFILES:
-        run_sparse_experiment(profile, out, synthetic, synthetic_weight)
+        run_sparse_experiment(profile, out, synthetic, synthetic_weight, tuple(task) if task else TASKS)
     elif profile in OPEN_VOCAB_PROFILES:
         run_open_vocab(profile, out)
     elif profile in RESTYLE_PROFILES:

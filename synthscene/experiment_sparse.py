@@ -7,7 +7,8 @@ adds. Here every cell follows one rule:
 
 - steps scale with the images the cell trains on: ``ceil(epochs x images / batch_size)``,
   clipped to ``[min_steps, max_steps]``, with a linear warm-up over the first
-  ``warmup_fraction`` of them;
+  ``warmup_fraction`` of them; each task has its own rule (a segmentation step is six times
+  cheaper than a detection step, and 50 LRASPP steps only learn to predict background);
 - settings per real fraction: ``real``; ``real+synthetic`` (fixed 1:1: half of every batch
   synthetic); ``real+synthetic-auto`` (every image equally likely, real or synthetic: the
   synthetic share of a batch is ``n_synthetic / (n_real + n_synthetic)``, so it falls as
@@ -23,7 +24,7 @@ Writes ``results.json``, ``results.md`` and ``results.png`` like the other exper
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,27 @@ SETTINGS = ("real", "synthetic", *MIXED)
 SYNTHETIC_WEIGHTS = ("both", "fixed", "auto")
 
 
+TASKS = ("semantic", "detection")
+
+
+@dataclass(frozen=True)
+class StepRule:
+    """Steps of a cell: ``epochs`` passes over its images, clipped to ``[min_steps, max_steps]``."""
+
+    epochs: float
+    min_steps: int
+    max_steps: int
+    warmup_fraction: float = 0.05
+
+    def steps(self, images: int, batch_size: int) -> tuple[int, int]:
+        """(steps, warm-up steps) of a cell that trains on ``images`` distinct images."""
+        steps = min(self.max_steps, max(self.min_steps, math.ceil(self.epochs * images / batch_size)))
+        return steps, max(1, round(self.warmup_fraction * steps))
+
+    def describe(self) -> str:
+        return f"{self.epochs:g} epochs of the cell's images, clipped to [{self.min_steps}, {self.max_steps}]"
+
+
 @dataclass(frozen=True)
 class SparseProfile:
     real_images: int
@@ -56,10 +78,7 @@ class SparseProfile:
     mosaic_samples: int
     seeds: tuple[int, ...]
     fractions: tuple[float, ...]
-    epochs: float  # passes over the cell's images
-    min_steps: int
-    max_steps: int
-    warmup_fraction: float = 0.05
+    steps: dict[str, StepRule]  # per task
     # instances kept in the filtered synthetic sets: about the lowest tenth by objectness
     # dropped (chosen on a held-out run, seed 11; see README "Which instances to trust")
     filter_where: str = "score >= 0.6"
@@ -68,28 +87,24 @@ class SparseProfile:
 
 
 SPARSE_PROFILES = {
-    # this 2-core CPU, target under 90 minutes; not yet run end to end. Estimate from measured
-    # step times here (LRASPP batch 16: 0.21 s, Mask R-CNN batch 4: 1.35 s): 27 cells per task,
-    # about 2,900 detection and 900 segmentation steps, ~70 minutes of training + the data
-    "sparse": SparseProfile(500, 200, 200, 32, (0, 1, 2), (0.1, 1.0), epochs=1.0, min_steps=50, max_steps=400,
+    # this 2-core CPU. Measured: the detection half (27 cells, ~2,900 Mask R-CNN steps at
+    # ~1.35 s) took 1 h 50 min; the semantic half (27 cells, ~10,000 LRASPP steps at ~0.21 s)
+    # about 40 minutes. Run the halves separately with --task.
+    "sparse": SparseProfile(500, 200, 200, 32, (0, 1, 2), (0.1, 1.0),
+                            steps={"semantic": StepRule(10.0, 300, 600), "detection": StepRule(1.0, 50, 400)},
                             semantic={"model": "lraspp_mobilenet_v3_large", "batch_size": 16, "learning_rate": 0.05,
                                       "image_size": 32},
                             detection={"model": "maskrcnn_mobilenet_v3_large_fpn", "batch_size": 4,
                                        "learning_rate": 0.02, "image_size": 96}),
     # seconds: for tests
-    "sparse-smoke": SparseProfile(40, 12, 6, 0, (0,), (0.1,), epochs=0.5, min_steps=2, max_steps=3,
+    "sparse-smoke": SparseProfile(40, 12, 6, 0, (0,), (0.1,),
+                                  steps={"semantic": StepRule(0.5, 2, 3), "detection": StepRule(0.5, 2, 3)},
                                   filter_where="score >= 0.0",
                                   semantic={"model": "lraspp_mobilenet_v3_large", "batch_size": 4,
                                             "learning_rate": 0.05, "image_size": 32},
                                   detection={"model": "maskrcnn_mobilenet_v3_large_fpn", "batch_size": 2,
                                              "learning_rate": 0.01, "image_size": 64}),
 }
-
-
-def cell_steps(profile: SparseProfile, images: int, batch_size: int) -> tuple[int, int]:
-    """(steps, warm-up steps) of a cell that trains on ``images`` distinct images."""
-    steps = min(profile.max_steps, max(profile.min_steps, math.ceil(profile.epochs * images / batch_size)))
-    return steps, max(1, round(profile.warmup_fraction * steps))
 
 
 def mixed_sources(setting: str, real: Source | None, real_count: int, synthetic: list[tuple[str, int]],
@@ -109,9 +124,11 @@ def mixed_sources(setting: str, real: Source | None, real_count: int, synthetic:
 
 
 def run_sparse_experiment(profile_name: str, out: str | Path, synthetic_runs: list[str] | None = None,
-                          synthetic_weight: str = "both", progress: bool = True) -> list[dict]:
+                          synthetic_weight: str = "both", tasks: tuple[str, ...] = TASKS,
+                          progress: bool = True) -> list[dict]:
     """Run the experiment into ``out`` (see the module docstring); returns the records.
-    ``synthetic_weight``: which 1:1 / auto mixed settings to train (both by default)."""
+    ``synthetic_weight``: which 1:1 / auto mixed settings to train (both by default);
+    ``tasks``: the downstream tasks to train (semantic and detection by default)."""
     from synthscene.filter import filter_run
     from synthscene.store import open_run
     from synthscene.world.build import write_world
@@ -119,10 +136,13 @@ def run_sparse_experiment(profile_name: str, out: str | Path, synthetic_runs: li
     profile = choose_profile(SPARSE_PROFILES, profile_name)
     if synthetic_weight not in SYNTHETIC_WEIGHTS:
         raise ValueError(f"unknown synthetic weight {synthetic_weight!r}; choose one of {', '.join(SYNTHETIC_WEIGHTS)}")
+    if not tasks or set(tasks) - set(TASKS):
+        raise ValueError(f"unknown task in {list(tasks)}; choose from {', '.join(TASKS)}")
+    tasks = tuple(t for t in TASKS if t in tasks)
     settings = [s for s in SETTINGS if not (synthetic_weight == "fixed" and s == "real+synthetic-auto")
                 and not (synthetic_weight == "auto" and s == "real+synthetic")]
-    out = start_experiment(out, {"profile": profile_name, **profile.__dict__, "synthetic_runs": synthetic_runs,
-                                 "settings": settings})
+    out = start_experiment(out, {"profile": profile_name, **asdict(profile), "synthetic_runs": synthetic_runs,
+                                 "settings": settings, "tasks": list(tasks)})
 
     # 1. data: the world, its real fractions, the synthetic runs, their filtered views, exports
     data = out / "data"
@@ -143,7 +163,8 @@ def run_sparse_experiment(profile_name: str, out: str | Path, synthetic_runs: li
     # 2. train and score every (task, fraction, setting, seed)
     scores: dict[tuple, dict[int, float]] = {}
     jobs = []
-    for task, kind in (("semantic", "voc"), ("detection", "coco")):
+    for task in tasks:
+        kind = {"semantic": "voc", "detection": "coco"}[task]
         for seed in profile.seeds:
             for fraction in (0.0, *profile.fractions):
                 for setting in settings:
@@ -158,7 +179,7 @@ def run_sparse_experiment(profile_name: str, out: str | Path, synthetic_runs: li
         if setting != "real":
             images += sum(n for _, n in exports["filtered" if setting == "real+filtered" else "synthetic", kind])
         params = dict(getattr(profile, task))
-        steps, warmup = cell_steps(profile, images, params["batch_size"])
+        steps, warmup = profile.steps[task].steps(images, params["batch_size"])
         config = DownstreamConfig(task=task, sources=tuple(sources), seed=seed, steps=steps, warmup_steps=warmup,
                                   checkpoint_every=10**9, **params)
         run = train_downstream(config, out / "models" / f"{task}-{percent(fraction)}-{setting}-seed{seed}",
@@ -190,8 +211,8 @@ def summarise(scores: dict[tuple, dict[int, float]]) -> list[dict]:
 
 def sparse_table(records: list[dict], name: str, profile: SparseProfile) -> str:
     by_key = {(r["metric"], r["real_fraction"], r["setting"]): r for r in records}
-    lines = [f"# Data-sparse experiment ({name} profile: steps = {profile.epochs:g} epochs of each cell's images, "
-             f"clipped to [{profile.min_steps}, {profile.max_steps}])", "",
+    rules = "; ".join(f"{task}: {rule.describe()}" for task, rule in profile.steps.items())
+    lines = [f"# Data-sparse experiment ({name} profile; steps per cell: {rules})", "",
              "| metric | real fraction | setting | mean ± std | paired difference to real |", "|---|---|---|---|---|"]
     for metric in sorted({r["metric"] for r in records}):
         for fraction in sorted({r["real_fraction"] for r in records}):

@@ -275,13 +275,15 @@ def test_loader_workers_train_the_same_weights_as_none(small_world, tmp_path):
         train_downstream(config, tmp_path / "bad", progress=False, workers=-1)
 
 
-def test_sparse_cells_follow_one_steps_rule_and_weight_rule():
-    from synthscene.experiment_sparse import SPARSE_PROFILES, cell_steps, mixed_sources, summarise
+def test_sparse_cells_follow_one_steps_rule_and_weight_rule(tmp_path):
+    from synthscene.experiment_sparse import SPARSE_PROFILES, mixed_sources, run_sparse_experiment, summarise
 
-    profile = SPARSE_PROFILES["sparse"]
-    assert cell_steps(profile, 100, 4) == (50, 2)  # one epoch of 100 images = 25 steps, raised to the minimum
-    assert cell_steps(profile, 600, 4) == (150, 8)
-    assert cell_steps(profile, 10_000, 4) == (400, 20)  # clipped
+    detection = SPARSE_PROFILES["sparse"].steps["detection"]
+    assert detection.steps(100, 4) == (50, 2)  # one epoch of 100 images = 25 steps, raised to the minimum
+    assert detection.steps(600, 4) == (150, 8)
+    assert detection.steps(10_000, 4) == (400, 20)  # clipped
+    semantic = SPARSE_PROFILES["sparse"].steps["semantic"]
+    assert semantic.steps(900, 16) == (563, 28)  # ten epochs: its own, cheaper rule
     real, synthetic = Source("real"), [("a", 300), ("b", 100)]
     auto = mixed_sources("real+synthetic-auto", real, 100, synthetic, [])
     shares = np.array([s.weight for s in auto]) / sum(s.weight for s in auto)
@@ -292,6 +294,9 @@ def test_sparse_cells_follow_one_steps_rule_and_weight_rule():
     mixed = next(r for r in records if r["setting"] == "real+synthetic")
     assert mixed["difference"]["seeds"] == pytest.approx([0.05, 0.10])
     assert mixed["difference"]["std"] == pytest.approx(0.025) and "difference" not in records[0]
+    with pytest.raises(ValueError, match="unknown task"):
+        run_sparse_experiment("sparse-smoke", tmp_path / "exp", tasks=("depth",), progress=False)
+    assert not (tmp_path / "exp").exists()
 
 
 @pytest.mark.slow

@@ -175,12 +175,18 @@ def test_a_class_whose_word_changes_nothing_was_not_drawn():
         {1: None, 2: None, 3: None}
 
 
-def test_a_class_that_loses_to_a_rival_word_was_not_drawn():
+def _two_segments():
+    """An 8x8 image with a red segment 1 and a blue segment 2, and unit errors for two classes."""
     image = np.full((8, 8, 3), 128, np.uint8)
     segments = np.zeros((8, 8), np.int32)
     segments[1:4, 1:4], segments[5:7, 5:7] = 1, 2
     image[segments == 1], image[segments == 2] = (200, 20, 20), (20, 20, 200)
     errors = np.ones((2, 8, 8), np.float32)
+    return image, segments, errors
+
+
+def test_a_class_that_loses_to_a_rival_word_was_not_drawn():
+    image, segments, errors = _two_segments()
     errors[0][segments == 1], errors[1][segments == 2] = 0.5, 0.8  # each segment is its class's
     errors[0][segments == 2], errors[1][segments == 1] = 1.5, 1.5
     with_prompt = np.ones((8, 8), np.float32)
@@ -247,11 +253,7 @@ def test_diffusion_classifier_rejects_bad_timesteps(embedded):
 
 
 def test_a_class_whose_word_alone_explains_no_more_than_no_text_was_not_drawn():
-    image = np.full((8, 8, 3), 128, np.uint8)
-    segments = np.zeros((8, 8), np.int32)
-    segments[1:4, 1:4], segments[5:7, 5:7] = 1, 2
-    image[segments == 1], image[segments == 2] = (200, 20, 20), (20, 20, 200)
-    errors = np.ones((2, 8, 8), np.float32)
+    image, segments, errors = _two_segments()
     errors[0][segments == 1], errors[1][segments == 2] = 0.5, 0.97  # class 1's word barely beats no text
     errors[0][segments == 2], errors[1][segments == 1] = 1.5, 1.5
     with_prompt = np.ones((8, 8), np.float32)
