@@ -8,7 +8,9 @@ adds. Here every cell follows one rule:
 - steps scale with the images the cell trains on: ``ceil(epochs x images / batch_size)``,
   clipped to ``[min_steps, max_steps]``, with a linear warm-up over the first
   ``warmup_fraction`` of them; each task has its own rule (a segmentation step is six times
-  cheaper than a detection step, and 50 LRASPP steps only learn to predict background);
+  cheaper than a detection step; at 50 steps LRASPP predicts background only, at 300 it
+  reaches 17-20 mIoU and at 600 44-51, so its floor is 600). Where the floor binds, the
+  cells of a fraction train equally long and differ in data only;
 - settings per real fraction: ``real``; ``real+synthetic`` (fixed 1:1: half of every batch
   synthetic); ``real+synthetic-auto`` (every image equally likely, real or synthetic: the
   synthetic share of a batch is ``n_synthetic / (n_real + n_synthetic)``, so it falls as
@@ -87,11 +89,11 @@ class SparseProfile:
 
 
 SPARSE_PROFILES = {
-    # this 2-core CPU. Measured: the detection half (27 cells, ~2,900 Mask R-CNN steps at
-    # ~1.35 s) took 1 h 50 min; the semantic half (27 cells, ~10,000 LRASPP steps at ~0.21 s)
-    # about 40 minutes. Run the halves separately with --task.
+    # measured on this 2-core CPU: the detection half (27 cells, ~3,000 Mask R-CNN steps at
+    # ~1.35 s) 1 h 50 min, the semantic half (27 cells, ~18,900 LRASPP steps) 1 h 00 min; run
+    # the halves separately with --task. Results: docs/results/sparse*/ and the README.
     "sparse": SparseProfile(500, 200, 200, 32, (0, 1, 2), (0.1, 1.0),
-                            steps={"semantic": StepRule(10.0, 300, 600), "detection": StepRule(1.0, 50, 400)},
+                            steps={"semantic": StepRule(16.0, 600, 900), "detection": StepRule(1.0, 50, 400)},
                             semantic={"model": "lraspp_mobilenet_v3_large", "batch_size": 16, "learning_rate": 0.05,
                                       "image_size": 32},
                             detection={"model": "maskrcnn_mobilenet_v3_large_fpn", "batch_size": 4,
