@@ -6,29 +6,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from synthscene.engine.worker_process import keep_freed_memory, limit_threads
 from synthscene.methods import method_module
 from synthscene.store import ShardBusyError, claim_shard, shard_is_done, write_shard
-
-
-def limit_threads(threads: int):
-    """Make this process compute with ``threads`` threads: torch's pool, OpenCV's (GrabCut,
-    colour conversions) and the BLAS / OpenMP pools numpy and scipy use. Returns a function
-    that restores what was there (a library call must not keep a process's settings)."""
-    import cv2
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    saved = torch.get_num_threads(), cv2.getNumThreads()
-    torch.set_num_threads(threads)
-    cv2.setNumThreads(threads)
-    limits = threadpool_limits(threads)
-
-    def restore() -> None:
-        limits.restore_original_limits()
-        torch.set_num_threads(saved[0])
-        cv2.setNumThreads(saved[1])
-
-    return restore
 
 
 def make_shard(worker, spec, out: Path, number: int, tasks: list, on_batch=None) -> bool:
@@ -60,6 +40,7 @@ class LocalBackend:
         """Nothing to start before planning: the model loads in ``start``, after the plan is checked."""
 
     def start(self, spec) -> None:
+        keep_freed_memory()
         if self.execution.threads is not None:
             self.restore_threads = limit_threads(self.execution.threads)
         try:

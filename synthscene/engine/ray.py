@@ -62,10 +62,11 @@ class ShardMaker:
     """A Ray actor: one method worker; maps batches of shard numbers to their status."""
 
     def __init__(self, spec_data: dict, out: str, device: str, threads: int | None, gate):
-        from synthscene.engine.local import limit_threads
+        from synthscene.engine.worker_process import keep_freed_memory, limit_threads
         from synthscene.methods import method_module
         from synthscene.spec import validate_spec
 
+        keep_freed_memory()
         if threads is not None:
             limit_threads(threads)  # for the actor's life
         self.spec = validate_spec(spec_data)
