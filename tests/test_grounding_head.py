@@ -83,7 +83,10 @@ def test_head_learns_where_objects_are():
     """Features that carry a bright square: after training, the head boxes it."""
     torch.manual_seed(0)
     head = _head()
-    optimizer = torch.optim.AdamW(head.parameters(), lr=1e-3)
+    # at lr 1e-3 the head was still finding the squares at step 500, and whether it passed
+    # depended on the thread count (float sums in another order); at 3e-3 it has found them
+    # (mean IoU 0.61 / 0.62 with 1 / 2 threads)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=3e-3)
     classes, mask = torch.randn(1, 1, 16).expand(8, 1, 16), torch.ones(8, 1, dtype=torch.bool)
 
     def batch(seed):
@@ -105,11 +108,13 @@ def test_head_learns_where_objects_are():
         losses["loss"].backward()
         optimizer.step()
         first = first if first is not None else losses["loss"].item()
-    features, targets = batch(10_000)
-    with torch.no_grad():
-        top = predict_boxes(head(features, classes, mask), mask, (8, 8), score_threshold=0.0)
     from torchvision.ops import box_convert, box_iou
 
-    ious = [box_iou(p["boxes"][:1], box_convert(t["boxes"], "cxcywh", "xyxy") * 8)[0, 0] for p, t in zip(top, targets)]
+    ious = []
+    for seed in range(10_000, 10_004):  # 32 images not seen in training
+        features, targets = batch(seed)
+        with torch.no_grad():
+            top = predict_boxes(head(features, classes, mask), mask, (8, 8), score_threshold=0.0)
+        ious += [box_iou(p["boxes"][:1], box_convert(t["boxes"], "cxcywh", "xyxy") * 8)[0, 0] for p, t in zip(top, targets)]
     assert losses["loss"].item() < 0.5 * first
     assert torch.stack(ious).mean() > 0.4  # untrained: its 0.05-wide proposals reach IoU 0.01

@@ -39,10 +39,10 @@ def _steady_state_faults(mode: str) -> dict:
 def test_kept_memory_is_reused_without_page_faults():
     kept = _steady_state_faults("keep")
     assert kept["applied"] is True
-    # once the heap holds a round's blocks, the next five rounds reuse them: a few stray pages,
-    # against a whole round's worth of faults and more when glibc's adaptive thresholds start
-    # from scratch in a fresh process (measured: 4,096 against 49,000)
-    assert sum(kept["faults"]) < 0.1 * kept["pages_per_round"], kept
+    # once the heap holds a round's blocks, the next five rounds mostly reuse them (measured: 4,100
+    # to 9,000 stray pages in all), where glibc's adaptive thresholds, starting from scratch in a
+    # fresh process, faulted 49,000 to 233,000 pages, one to five rounds' worth
+    assert sum(kept["faults"]) < 0.5 * kept["pages_per_round"], kept
 
 
 def test_limit_threads_sets_and_restores_every_pool():
