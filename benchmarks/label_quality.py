@@ -33,7 +33,7 @@ from synthscene.codecs import IGNORE_INDEX
 from synthscene.evaluation.semantic import confusion_matrix, miou_from_confusion
 from synthscene.label.mosaic import region_instances, region_objectness
 from synthscene.methods import mosaic, text2labels
-from synthscene.methods.mosaic import generate_mosaic, region_class_errors
+from synthscene.methods.mosaic import class_words, generate_mosaic, region_class_errors
 from synthscene.methods.text2labels import capture_batch, label_sample
 from synthscene.models.load import load_pipeline
 from synthscene.models.schedulers import set_scheduler
@@ -66,7 +66,8 @@ def mosaic_quality(spec_path: str, images: int, device: str = "cpu") -> None:
                                  CaptureConfig(cross_resolutions=(), step_window=params.step_window))
         objectness = [region_objectness(result.cross[k], token_indices(pipe.tokenizer, prompt, attention_word(word))[0],
                                         layout) for k, (prompt, word) in enumerate(zip(task.region_prompts, task.words))]
-        errors = region_class_errors(pipe, result.latents, task, params) if params.min_class_gain is not None else None
+        errors = (region_class_errors(pipe, result.latents, task, params, class_words(spec))
+                  if params.min_class_gain is not None else None)
         found = region_instances(result.image, objectness, layout, params, class_errors=errors)
         truth, owners = oracle_semantic(result.image), layout.owners()
         ious += [_region_iou(instances, truth, owners, k, task) for k, instances in enumerate(found) if instances]

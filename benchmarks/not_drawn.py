@@ -1,7 +1,8 @@
 """Labels only for what was drawn: text2labels on prompts that name classes the model cannot draw.
 
     .venv/bin/python benchmarks/not_drawn.py [--images 96] [--seed S] [--gains 0,0.02,0.05,0.1]
-        [--margins=-0.02,0,0.02] [--word-gains 0,0.02] [--evidence rows.jsonl]
+        [--margins=-0.02,0,0.02] [--word-gains 0,0.02] [--context-margins 0,0.02,0.05]
+        [--evidence rows.jsonl]
 
 The embedded model knows the six shapes-world classes only. Two prompt sets, planned by
 text2labels' own planner from ``--seed``: *known* prompts name world classes only; *unknown*
@@ -11,7 +12,9 @@ classifier row captured, then labelled with the check off, at each of ``--gains`
 spec's gain with each rival margin of ``--margins`` (``min_rival_margin``: the class's own
 word must beat the spec's classes the prompt did not name) and, with ``--word-gains``, at the
 spec's gain and margin with each own-word gain (``min_word_gain``: the class's word alone must
-beat the empty prompt on its pixels). ``--evidence FILE`` writes what the check measured per
+beat the empty prompt on its pixels) and, with ``--context-margins``, at the spec's gain with
+each in-context margin (``min_context_margin``: the class's word in its caption must beat
+every unnamed class's word put in its place). ``--evidence FILE`` writes what the check measured per
 sample and named class (gain, rival margin, word gain, oracle pixels) to tune on. Per setting:
 
 - ``unknown_fraction``: unknown-set samples that get an instance of an unknown class
@@ -27,7 +30,8 @@ Choose the gain on one seed and report it on another generated afterwards. Last 
     .venv/bin/python benchmarks/not_drawn.py --mosaic [--images 24] [--seed S]
 
 does the same for MosaicFusion regions (``examples/shapes-mosaic.yaml``, every region's class
-drawn from the world's and ``UNKNOWN``): ``unknown_region_fraction`` (regions of an unknown class
+drawn from the world's and ``UNKNOWN``; settings: off, each of ``--gains`` alone, the spec's gain
+with each of ``--context-margins``): ``unknown_region_fraction`` (regions of an unknown class
 that give an instance) and ``world_region_kept`` (regions of a world class that give one).
 """
 
@@ -72,6 +76,8 @@ def main() -> None:
                         help="rival margins (min_rival_margin), each with the spec's min_class_gain")
     parser.add_argument("--word-gains", default="",
                         help="own-word gains (min_word_gain), each with the spec's gain and rival margin")
+    parser.add_argument("--context-margins", default="0,0.02,0.05",
+                        help="in-context margins (min_context_margin), each with the spec's gain alone")
     parser.add_argument("--evidence", default=None,
                         help="write what the check measured per sample and named class here (JSON lines)")
     parser.add_argument("--classifier-timesteps", default=None, help="e.g. 850,950 (default: the spec's)")
@@ -98,18 +104,22 @@ def main() -> None:
     gains = [float(g) for g in args.gains.split(",")]
     margins = [float(m) for m in args.margins.split(",")] if args.margins else []
     # captured once with every row the check can use; each setting only relabels
-    capture_params = spec.text2labels.model_copy(update={"min_class_gain": 0.0, "min_rival_margin": 0.0})
+    capture_params = spec.text2labels.model_copy(update={"min_class_gain": 0.0, "min_rival_margin": 0.0,
+                                                         "min_context_margin": 0.0})
     default_gain = spec.text2labels.min_class_gain or 0.05
-    default_margin = spec.text2labels.min_rival_margin if spec.text2labels.min_rival_margin is not None else 0.0
     word_gains = [float(w) for w in args.word_gains.split(",")] if args.word_gains else []
-    off = {"min_rival_margin": None}
-    settings = {"off": spec.text2labels.model_copy(update={"min_class_gain": None, **off}),
-                **{f"{g:g}": spec.text2labels.model_copy(update={"min_class_gain": g, **off}) for g in gains},
-                **{f"{default_gain:g}+rival {m:g}": spec.text2labels.model_copy(
-                    update={"min_class_gain": default_gain, "min_rival_margin": m}) for m in margins},
-                **{f"{default_gain:g}+rival {default_margin:g}+word {w:g}": spec.text2labels.model_copy(
-                    update={"min_class_gain": default_gain, "min_rival_margin": default_margin, "min_word_gain": w})
-                   for w in word_gains}}
+    contexts = [float(c) for c in args.context_margins.split(",")] if args.context_margins else []
+    off = {"min_rival_margin": None, "min_context_margin": None, "min_word_gain": None}
+
+    def setting(**thresholds):
+        return spec.text2labels.model_copy(update={**off, "min_class_gain": default_gain, **thresholds})
+
+    settings = {"off": setting(min_class_gain=None),
+                **{f"{g:g}": setting(min_class_gain=g) for g in gains},
+                **{f"{default_gain:g}+rival {m:g}": setting(min_rival_margin=m) for m in margins},
+                **{f"{default_gain:g}+rival 0+word {w:g}": setting(min_rival_margin=0.0, min_word_gain=w)
+                   for w in word_gains},
+                **{f"{default_gain:g}+context {c:g}": setting(min_context_margin=c) for c in contexts}}
     evidence_rows = []
     n = len(CLASS_NAMES) + 1
     stats = {name: {"confusion": np.zeros((n, n), np.int64), "ignored": 0, "pixels": 0, "unknown_hit": 0,
@@ -127,7 +137,8 @@ def main() -> None:
                     if name == "off":  # evidence is measured before any threshold: one setting holds it all
                         evidence_rows += [{"set": set_name, "index": task.index, "prompt": task.prompt, **row,
                                            "unknown": row["class_id"] >= len(CLASS_NAMES),
-                                           "oracle_pixels": int((truths[b] == row["class_id"] + 1).sum())}
+                                           "oracle_pixels": int((truths[b] == row["class_id"] + 1).sum()),
+                                           "label_pixels": int((sample.semantic == row["class_id"] + 1).sum())}
                                           for row in evidence_of(pipe.tokenizer, captured, b, task, capture_params,
                                                                  len(everything.classes))]
                     labelled = {int(c) for c in sample.instances.class_id}
@@ -172,7 +183,7 @@ def mosaic_regions(args) -> None:
     from synthscene.capture.tokens import attention_word, token_indices
     from synthscene.label.mosaic import region_instances, region_objectness
     from synthscene.methods import mosaic
-    from synthscene.methods.mosaic import generate_mosaic, region_class_errors
+    from synthscene.methods.mosaic import class_words, generate_mosaic, region_class_errors
     from synthscene.plan import sample_generator
 
     started = time.perf_counter()
@@ -184,7 +195,12 @@ def mosaic_regions(args) -> None:
     pipe = load_pipeline(spec.model, device=args.device)
     set_scheduler(pipe, spec.sampler.scheduler)
     gains = [float(g) for g in args.gains.split(",")]
-    settings = {"off": None, **{f"{g:g}": g for g in gains}}
+    contexts = [float(c) for c in args.context_margins.split(",")] if args.context_margins else []
+    default_gain = spec.mosaic.min_class_gain or 0.05
+    settings = {"off": None, **{f"{g:g}": spec.mosaic.model_copy(update={"min_class_gain": g, "min_context_margin": None})
+                                for g in gains},
+                **{f"{default_gain:g}+context {c:g}": spec.mosaic.model_copy(
+                    update={"min_class_gain": default_gain, "min_context_margin": c}) for c in contexts}}
     counts = {name: {"unknown": [0, 0], "world": [0, 0]} for name in settings}
     for task in tqdm(tasks, desc="mosaic regions"):
         params = spec.mosaic
@@ -194,11 +210,12 @@ def mosaic_regions(args) -> None:
         objectness = [region_objectness(result.cross[k], token_indices(pipe.tokenizer, prompt, attention_word(word))[0],
                                         task.layout)
                       for k, (prompt, word) in enumerate(zip(task.region_prompts, task.words))]
-        errors = region_class_errors(pipe, result.latents, task, params)
-        for name, gain in settings.items():
-            found = region_instances(result.image, objectness, task.layout,
-                                     params.model_copy(update={"min_class_gain": gain}),
-                                     class_errors=None if gain is None else errors)
+        # every row any setting needs, once; each setting only relabels
+        errors = region_class_errors(pipe, result.latents, task, params.model_copy(update={"min_context_margin": 0.0}),
+                                     class_words(spec))
+        for name, setting in settings.items():
+            found = region_instances(result.image, objectness, task.layout, params if setting is None else setting,
+                                     class_errors=None if setting is None else errors)
             for class_id, instances in zip(task.class_ids, found):
                 kind = "unknown" if class_id >= len(CLASS_NAMES) else "world"
                 counts[name][kind][0] += bool(instances)

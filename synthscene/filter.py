@@ -8,7 +8,8 @@ fields, combined with ``and`` / ``or`` / ``not`` and parentheses, compared with
 
 - instance fields: ``category`` (the class name), ``score``, ``area`` (pixels), and every
   per-instance score the labeller stored (``synthscene.records.Instances.data``, e.g.
-  ``attention_agreement``, ``matte_confidence``, ``class_margin``, ``class_gain``);
+  ``attention_agreement``, ``matte_confidence``, ``class_margin``, ``class_gain``,
+  ``context_margin``);
 - sample fields: ``count`` (instances kept), ``removed`` (instances the filter removed),
   ``uncertain`` (fraction of 255 pixels in the semantic mask), ``index``, ``seed``.
 

@@ -64,11 +64,19 @@ class ClassifierSpec(_Strict):
     """The diffusion classifier (``synthscene.label.classify``) and the not-drawn check it
     makes: a class keeps its pixels only if the prompt explains them better with the class
     than with it cut out, by ``min_class_gain`` (1 - error with / error without; a name the
-    model cannot draw changes nothing); the rest is 255, no instance. None: no check."""
+    model cannot draw changes nothing) and than with a rival class in its place, by
+    ``min_context_margin``; the rest is 255, no instance. None: no check."""
 
     classifier_timesteps: tuple[int, ...] = Field((850, 950), min_length=1)
     classifier_repeats: int = Field(3, ge=1, le=32)
     min_class_gain: float | None = Field(0.05, ge=0.0, lt=1.0)
+    # the check's in-context question: does the class's word in its own caption explain its
+    # pixels better than each rival's word in its place ("a photo of a bottle and a cup"
+    # against "a photo of a box and a cup", ...; rivals: the spec's classes the prompt did not
+    # name), by this margin (1 - error(prompt) / lowest error with a rival in its place)? A
+    # word the model never learnt draws some stray shape that a word it knows explains as
+    # well. Costs one classifier row per named class and rival. None: not asked.
+    min_context_margin: float | None = Field(0.02, ge=-1.0, lt=1.0)
 
     def check_model(self, info, user: str, instead: str) -> None:
         """Refuse, from the model's configs (``models.info.ModelInfo``), one the classifier
@@ -124,7 +132,7 @@ class Text2LabelsSpec(ClassifierSpec):
     # whose look the model gave it. A rival counts only where its own word explains the pixels
     # better than the empty prompt by ``rival_word_gain`` (a word the model cannot draw either
     # is no rival). None: not asked (and no rival rows are computed).
-    min_rival_margin: float | None = Field(0.0, ge=-1.0, lt=1.0)
+    min_rival_margin: float | None = Field(None, ge=-1.0, lt=1.0)
     rival_word_gain: float = Field(0.04, ge=0.0, lt=1.0)
     # the third question (asked with the rivals' rows): does the class's own word alone explain
     # its pixels better than the empty prompt, by this much (1 - error(word) / error(empty))?

@@ -66,3 +66,21 @@ def test_an_instance_its_class_does_not_explain_is_not_drawn():
     assert kept == [True, False] and labels.instances.class_id.tolist() == [4]
     assert labels.instances.data["class_gain"][0] == pytest.approx(0.5, abs=0.02)  # stored per instance
     assert (labels.semantic[:, 16:] == 255).all()  # a region that gave nothing is unknown, not background
+
+
+def test_an_instance_a_rival_word_in_its_place_explains_as_well_is_not_drawn():
+    layout, image, objectness = _scene()
+    # per region [prompt, prompt without its class, prompt with a rival word in its place]
+    errors = [np.ones((3, 16, 16), np.float32) for _ in range(2)]
+    errors[0][0][3:11, 3:11] = 0.5  # its class explains its square far better than no class (gain 0.5)...
+    errors[0][2][3:11, 3:11] = 0.505  # ...but the rival's word in its place explains it nearly as well
+    params = MosaicSpec(area_range=(0.02, 0.95), grabcut_iterations=0, min_class_gain=0.1, min_context_margin=0.02)
+    dropped = {}
+    assert region_instances(image, objectness, layout, params, dropped, errors)[0] == []
+    assert dropped["not_drawn"] == 1
+    errors[0][2][3:11, 3:11] = 0.8  # the rival explains it worse: drawn, and the margin is stored
+    labels, kept = mosaic_labels(image, objectness, layout, (4, 1), params, class_errors=errors)
+    assert kept[0] and labels.instances.data["context_margin"][0] == pytest.approx(1 - 0.5 / 0.8, abs=0.02)
+    unasked = params.model_copy(update={"min_context_margin": None})
+    errors[0][2][3:11, 3:11] = 0.505
+    assert len(region_instances(image, objectness, layout, unasked, {}, errors)[0]) == 1

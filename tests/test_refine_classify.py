@@ -7,7 +7,7 @@ import torch
 
 from synthscene.capture import encode_for_store
 from synthscene.label.attention_maps import objectness_map
-from synthscene.label.classify import assign_segments, class_evidence, denoising_errors
+from synthscene.label.classify import PresenceErrors, assign_segments, class_evidence, denoising_errors
 from synthscene.label.refine import blend_alpha, colour_segments, grabcut_foreground, matte_regions
 from synthscene.world.classes import CLASS_NAMES
 from synthscene.world.oracle import oracle_semantic
@@ -166,12 +166,12 @@ def test_a_class_whose_word_changes_nothing_was_not_drawn():
     without[0][segments == 1] = 2.0  # cutting class 0 out of the prompt doubles the error on its pixels
     without[1][segments == 2] = 1.06  # cutting class 1 out hardly matters on segment 2...
     without[1][segments == 3] = 1.02  # ...or on 3: over both (gain ~0.04) it was not drawn
-    presence = (with_prompt, without)
+    presence = PresenceErrors(with_prompt, without)
     assert assign_segments(segments, errors, image, 0, presence, min_gain=0.1) == {1: 0, 2: None, 3: None}
     # asked once per class over all its pixels, not per segment: both go, or both stay
     assert assign_segments(segments, errors, image, 0, presence, min_gain=0.03) == {1: 0, 2: 1, 3: 1}
     # one named class: the check alone decides
-    assert assign_segments(segments, errors[1:], image, 0, (with_prompt, without[1:]), min_gain=0.1) == \
+    assert assign_segments(segments, errors[1:], image, 0, PresenceErrors(with_prompt, without[1:]), min_gain=0.1) == \
         {1: None, 2: None, 3: None}
 
 
@@ -194,14 +194,14 @@ def test_a_class_that_loses_to_a_rival_word_was_not_drawn():
     rivals = np.ones((1, 8, 8), np.float32)
     rivals[0][segments == 2] = 0.6  # an unnamed class explains segment 2 better than its word
     empty = np.ones((8, 8), np.float32)
-    presence = (with_prompt, without, rivals, empty)
+    presence = PresenceErrors(with_prompt, without, rivals, empty)
     assert assign_segments(segments, errors, image, 0, presence, min_gain=0.05, min_rival_margin=0.0) == \
         {1: 0, 2: None}
     # a margin below zero lets a word lose narrowly; no margin: the rivals are not asked
     assert assign_segments(segments, errors, image, 0, presence, 0.05, min_rival_margin=-0.5) == {1: 0, 2: 1}
     assert assign_segments(segments, errors, image, 0, presence, 0.05, min_rival_margin=None) == {1: 0, 2: 1}
     # a rival whose own word does not beat the empty prompt (a name the model cannot draw) is no rival
-    assert assign_segments(segments, errors, image, 0, (with_prompt, without, rivals, np.full((8, 8), 0.61)), 0.05,
+    assert assign_segments(segments, errors, image, 0, PresenceErrors(with_prompt, without, rivals, np.full((8, 8), 0.61)), 0.05,
                            min_rival_margin=0.0, rival_word_gain=0.04) == {1: 0, 2: 1}
 
 
@@ -258,7 +258,7 @@ def test_a_class_whose_word_alone_explains_no_more_than_no_text_was_not_drawn():
     errors[0][segments == 2], errors[1][segments == 1] = 1.5, 1.5
     with_prompt = np.ones((8, 8), np.float32)
     without = np.full((2, 8, 8), 2.0, np.float32)  # both words pass the leave-one-out check
-    presence = (with_prompt, without, np.zeros((0, 8, 8), np.float32), np.ones((8, 8), np.float32))
+    presence = PresenceErrors(with_prompt, without, np.zeros((0, 8, 8), np.float32), np.ones((8, 8), np.float32))
     choice = assign_segments(segments, errors, image, 0)
     evidence = class_evidence(segments, choice, errors, presence)
     assert evidence[0].word_gain == pytest.approx(0.5) and evidence[1].word_gain == pytest.approx(0.03)
@@ -267,3 +267,27 @@ def test_a_class_whose_word_alone_explains_no_more_than_no_text_was_not_drawn():
     assert assign_segments(segments, errors, image, 0, presence, 0.05, min_word_gain=0.05) == {1: 0, 2: None}
     assert assign_segments(segments, errors, image, 0, presence, 0.05, min_word_gain=0.02) == {1: 0, 2: 1}
     assert assign_segments(segments, errors, image, 0, presence, 0.05) == {1: 0, 2: 1}  # not asked
+
+
+def test_a_class_whose_word_a_rival_word_replaces_as_well_was_not_drawn():
+    # "a photo of a bottle and a ring": the stray shape the model drew for "bottle" is
+    # explained as well by "box" in its place; the ring is explained by its own word only
+    image, segments, errors = _two_segments()
+    errors[0][segments == 1], errors[1][segments == 2] = 0.5, 0.5
+    errors[0][segments == 2], errors[1][segments == 1] = 1.5, 1.5
+    with_prompt = np.ones((8, 8), np.float32)
+    without = np.full((2, 8, 8), 2.0, np.float32)  # both words pass the leave-one-out check
+    in_context = np.full((2, 2, 8, 8), 1.5, np.float32)  # [named class, rival, H, W]
+    in_context[0, 1][segments == 1] = 1.01  # rival 1 in the first class's place: 1 % worse only
+    presence = PresenceErrors(with_prompt, without, in_context=in_context)
+    choice = assign_segments(segments, errors, image, 0)
+    evidence = class_evidence(segments, choice, errors, presence)
+    assert evidence[0].context_margin == pytest.approx(1 - 1 / 1.01, abs=1e-6)
+    assert evidence[1].context_margin == pytest.approx(1 - 1 / 1.5, abs=1e-6)
+    assert evidence[0].rival_margin is None and evidence[0].word_gain is None  # rows not computed
+    assert assign_segments(segments, errors, image, 0, presence, 0.05, min_context_margin=0.02) == {1: None, 2: 1}
+    assert assign_segments(segments, errors, image, 0, presence, 0.05, min_context_margin=-0.05) == {1: 0, 2: 1}
+    assert assign_segments(segments, errors, image, 0, presence, 0.05) == {1: 0, 2: 1}  # not asked
+    # no rival (the prompt named every class of the spec): nothing to lose to
+    alone = PresenceErrors(with_prompt, without, in_context=np.zeros((2, 0, 8, 8), np.float32))
+    assert assign_segments(segments, errors, image, 0, alone, 0.05, min_context_margin=0.02) == {1: 0, 2: 1}

@@ -270,8 +270,11 @@ def test_a_class_the_embedded_model_cannot_draw_claims_less_and_is_recorded():
             if name == "on":  # why: what the check measured, per class it was asked of
                 evidence = {e["class_id"]: e for e in sample.extra["class_evidence"]}
                 assert set(evidence) <= set(task.class_ids)
-                gain = params.min_class_gain
+                gain, margin = params.min_class_gain, params.min_context_margin
                 assert all((c in labelled) <= (evidence[c]["class_gain"] >= gain) for c in evidence)
+                # the other class's word in its place is the in-context rival of each
+                assert all(evidence[c]["context_margin"] is not None for c in evidence)
+                assert all((c in labelled) <= (evidence[c]["context_margin"] >= margin) for c in evidence)
             else:
                 assert "class_evidence" not in sample.extra
             giraffes[name] += 0 in labelled

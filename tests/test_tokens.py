@@ -1,6 +1,6 @@
 import pytest
 
-from synthscene.capture.tokens import attention_word, token_indices
+from synthscene.capture.tokens import attention_word, replace_phrase, token_indices, without_phrase
 from synthscene.models.tokenizer import build_clip_tokenizer
 
 
@@ -43,3 +43,12 @@ def test_name_past_77_tokens_is_an_error(tokenizer):
     prompt = "a " * 90 + "ball"
     with pytest.raises(ValueError, match="beyond the 77-token window"):
         token_indices(tokenizer, prompt, "ball")
+
+
+def test_replace_and_cut_a_class_phrase():
+    prompt = "a photo of two hair dryers and a cup"
+    assert replace_phrase(prompt, "hair dryer", "box") == "a photo of two box and a cup"
+    assert without_phrase(prompt, "cup") == "a photo of two hair dryers and a"
+    assert replace_phrase("a Cup on a cupboard", "cup", "ring") == "a ring on a cupboard"  # whole words only
+    with pytest.raises(ValueError, match="does not occur"):
+        replace_phrase(prompt, "giraffe", "box")

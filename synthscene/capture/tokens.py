@@ -42,8 +42,14 @@ def token_indices(tokenizer, prompt: str, phrase: str, start: int = 0) -> list[i
 def without_phrase(prompt: str, phrase: str) -> str:
     """``prompt`` with the first whole-word occurrence of ``phrase`` (as ``token_indices``
     finds it) cut out: what the prompt says without that class."""
+    return replace_phrase(prompt, phrase, "")
+
+
+def replace_phrase(prompt: str, phrase: str, replacement: str) -> str:
+    """``prompt`` with the first whole-word occurrence of ``phrase`` (a plural ending
+    included) replaced by ``replacement``: what the prompt would say of another class."""
     match = _find(prompt, phrase)
-    return " ".join((prompt[: match.start()] + prompt[match.end() :]).split())
+    return " ".join((prompt[: match.start()] + replacement + prompt[match.end() :]).split())
 
 
 def _find(prompt: str, phrase: str, start: int = 0) -> re.Match:

@@ -59,9 +59,10 @@ def denoising_errors(unet, scheduler, latents: torch.Tensor, class_embeddings: t
     return errors / (len(timesteps) * repeats)
 
 
-def assign_segments(segments, errors, image, group_distance: float = 15.0, presence=None,
+def assign_segments(segments, errors, image, group_distance: float = 15.0, presence: PresenceErrors | None = None,
                     min_gain: float = 0.0, min_rival_margin: float | None = None,
-                    rival_word_gain: float = 0.0, min_word_gain: float | None = None) -> dict[int, int | None]:
+                    rival_word_gain: float = 0.0, min_word_gain: float | None = None,
+                    min_context_margin: float | None = None) -> dict[int, int | None]:
     """Which of K named classes each segment shows, from per-pixel denoising errors.
 
     Segments whose mean Lab colours lie within ``group_distance`` of each other (directly or
@@ -75,8 +76,7 @@ def assign_segments(segments, errors, image, group_distance: float = 15.0, prese
         segments: int [H, W], 0 background, 1..S segments (``refine.colour_segments``).
         errors: float [K, H, W] denoising errors at image resolution (None: one class, no check).
         image: uint8 [H, W, 3] RGB.
-        presence: (float [H, W], float [K, H, W]), optionally followed by float [R, H, W] rival
-            and float [H, W] empty-prompt errors; or None.
+        presence: the check's errors at image resolution (``PresenceErrors``), or None.
     Returns:
         {segment id: class index in 0..K-1, or None}.
     """
@@ -97,7 +97,27 @@ def assign_segments(segments, errors, image, group_distance: float = 15.0, prese
     if presence is None:
         return choice
     evidence = class_evidence(segments, choice, errors, presence, rival_word_gain)
-    return drop_not_drawn(choice, evidence, min_gain, min_rival_margin, min_word_gain)
+    return drop_not_drawn(choice, evidence, min_gain, min_rival_margin, min_word_gain, min_context_margin)
+
+
+@dataclass(frozen=True)
+class PresenceErrors:
+    """The denoising errors the not-drawn check compares, all over the same pixels: under
+    the sample's prompt [H, W]; under the prompt without each named class [K, H, W]; under
+    each rival's word alone [R, H, W] (rivals: the spec's classes the prompt did not name)
+    and the empty prompt [H, W]; under the prompt with each named class's word replaced by
+    each rival's [K, R, H, W]. The optional rows are None when no asked question needs them."""
+
+    prompt: object
+    without: object
+    rivals: object | None = None
+    empty: object | None = None
+    in_context: object | None = None
+
+    def map(self, function) -> PresenceErrors:
+        """The same rows with ``function`` applied to each array (e.g. a resize)."""
+        return PresenceErrors(*(None if rows is None else function(rows) for rows in
+                                (self.prompt, self.without, self.rivals, self.empty, self.in_context)))
 
 
 @dataclass(frozen=True)
@@ -115,53 +135,64 @@ class ClassEvidence:
       the pixels better than no text at all? None without the empty-prompt row.
     - ``caption_gain``: ``1 - error(prompt) / error(empty prompt)``, what the whole caption
       explains there (the scale ``word_gain`` can be read against). None likewise.
+    - ``rival_gain``: the best rival's ``1 - error(rival) / error(empty prompt)``, counted or
+      not. None without rival rows.
+    - ``context_margin``: ``1 - error(prompt) / lowest error(prompt with its word replaced by a
+      rival's)``: in its own caption, does its word explain its pixels better than every class
+      of the spec the prompt did not name would in its place? A word the model never learnt
+      draws some stray shape, and a word the model knows explains that shape as well. None
+      without those rows (or with no rival).
     """
 
     gain: float
     rival_margin: float | None = None
     word_gain: float | None = None
     caption_gain: float | None = None
+    rival_gain: float | None = None
+    context_margin: float | None = None
 
     def drawn(self, min_gain: float, min_rival_margin: float | None = None,
-              min_word_gain: float | None = None) -> bool:
-        """The check: each asked question (threshold not None) must pass."""
-        if self.gain < min_gain:
-            return False
-        if min_rival_margin is not None and self.rival_margin is not None and self.rival_margin < min_rival_margin:
-            return False
-        return min_word_gain is None or self.word_gain is None or self.word_gain >= min_word_gain
+              min_word_gain: float | None = None, min_context_margin: float | None = None) -> bool:
+        """The check: each asked question (threshold not None, its evidence measured) must pass."""
+        asked = ((self.rival_margin, min_rival_margin), (self.word_gain, min_word_gain),
+                 (self.context_margin, min_context_margin))
+        return self.gain >= min_gain and all(value is None or threshold is None or value >= threshold
+                                             for value, threshold in asked)
 
     def to_json(self) -> dict:
         return {"class_gain": self.gain, "rival_margin": self.rival_margin, "word_gain": self.word_gain,
-                "caption_gain": self.caption_gain}
+                "caption_gain": self.caption_gain, "rival_gain": self.rival_gain,
+                "context_margin": self.context_margin}
 
 
-def class_evidence(segments, choice: dict[int, int], errors, presence,
+def class_evidence(segments, choice: dict[int, int], errors, presence: PresenceErrors,
                    rival_word_gain: float = 0.0) -> dict[int, ClassEvidence]:
     """``ClassEvidence`` of every class in ``choice`` ({segment: class index}), each asked once
     per image over all its segments together; ``errors`` and ``presence`` as in
     ``assign_segments``."""
-    with_all, without, *rest = presence
-    rivals, empty = rest if len(rest) == 2 else (None, None)
     evidence = {}
     for k in sorted(set(choice.values())):
         pixels = np.isin(segments, [i for i, c in choice.items() if c == k])
-        word, caption = float(errors[k][pixels].mean()), float(with_all[pixels].mean())
-        margin = word_gain = caption_gain = None
-        if empty is not None:
-            floor = float(empty[pixels].mean())
+        word, caption = float(errors[k][pixels].mean()), float(presence.prompt[pixels].mean())
+        margin = word_gain = caption_gain = best_rival = context = None
+        if presence.empty is not None:
+            floor = float(presence.empty[pixels].mean())
             word_gain, caption_gain = 1.0 - word / floor, 1.0 - caption / floor
-            rival_errors = rivals[:, pixels].mean(axis=1) if len(rivals) else np.zeros(0)
+            rivals = presence.rivals
+            rival_errors = rivals[:, pixels].mean(axis=1) if rivals is not None and len(rivals) else np.zeros(0)
             counted = rival_errors[1.0 - rival_errors / floor >= rival_word_gain]
             margin = float(1.0 - word / counted.min()) if len(counted) else None
-        gain = float(1.0 - caption / without[k][pixels].mean())
-        evidence[k] = ClassEvidence(gain, margin, word_gain, caption_gain)
+            best_rival = float(1.0 - rival_errors.min() / floor) if len(rival_errors) else None
+        if presence.in_context is not None and presence.in_context.shape[1]:
+            context = float(1.0 - caption / presence.in_context[k][:, pixels].mean(axis=1).min())
+        gain = float(1.0 - caption / presence.without[k][pixels].mean())
+        evidence[k] = ClassEvidence(gain, margin, word_gain, caption_gain, best_rival, context)
     return evidence
 
 
 def drop_not_drawn(choice: dict[int, int], evidence: dict[int, ClassEvidence], min_gain: float,
-                   min_rival_margin: float | None = None,
-                   min_word_gain: float | None = None) -> dict[int, int | None]:
+                   min_rival_margin: float | None = None, min_word_gain: float | None = None,
+                   min_context_margin: float | None = None) -> dict[int, int | None]:
     """``choice`` with the segments of every class that fails the check set to None."""
-    return {segment: k if evidence[k].drawn(min_gain, min_rival_margin, min_word_gain) else None
+    return {segment: k if evidence[k].drawn(min_gain, min_rival_margin, min_word_gain, min_context_margin) else None
             for segment, k in choice.items()}

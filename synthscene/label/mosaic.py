@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from synthscene.codecs import IGNORE_INDEX
 from synthscene.label.attention_maps import objectness_map
+from synthscene.label.classify import ClassEvidence
 from synthscene.label.instances import Labels
 from synthscene.label.refine import grabcut_foreground
 from synthscene.records import Instances
@@ -30,6 +31,7 @@ class RegionInstance:
     score: float  # mean objectness
     attention_agreement: float  # fraction of its pixels above the region's Otsu threshold (before GrabCut)
     class_gain: float  # the region's not-drawn statistic (NaN when that check is off)
+    context_margin: float = float("nan")  # its in-context rival margin (NaN when not asked or no rival)
 
 
 def region_objectness(cross: dict, first_token: int, layout) -> np.ndarray:
@@ -48,9 +50,10 @@ def region_instances(image: np.ndarray, objectness: list[np.ndarray], layout, pa
     """For each region, its instances (``RegionInstance``: mask at image resolution, mean
     objectness, check scores). A region's instances are the connected components of its refined
     foreground within the area bounds, kept only if, with ``class_errors`` (per region
-    [2, H, W] on its window: the classifier's errors under its prompt and under its prompt
-    with the class cut out), the class lowers the error on them together by
-    ``params.min_class_gain``; ``strict``
+    [2 + R, H, W] on its window: the classifier's errors under its prompt, under its prompt
+    with the class cut out and with each of R rival words in its place), the class lowers
+    the error on them together by ``params.min_class_gain`` and every rival in its place
+    raises it by ``params.min_context_margin`` (``classify.ClassEvidence``); ``strict``
     (MosaicFusion) accepts a region only when that is exactly one component, otherwise a
     region may give several (the model drew more than one object of its class) and gives
     none when no component fits. ``dropped`` (updated in place) counts components too
@@ -77,13 +80,17 @@ def region_instances(image: np.ndarray, objectness: list[np.ndarray], layout, pa
         dropped["small"] += int(sum(a < low * cell.size for a in areas))
         dropped["large"] += int(sum(a > high * cell.size for a in areas))
         valid = [c for c, a in zip(range(1, count), areas) if low * cell.size <= a <= high * cell.size]
-        gain = float("nan")
+        gain = context = float("nan")
         if class_errors is not None and valid:
             # drawn or not is asked of the region's class once, over all its components
-            with_class, without = class_errors[k][:, cy0 - oy : cy1 - oy, cx0 - ox : cx1 - ox]
+            with_class, without, *in_context = class_errors[k][:, cy0 - oy : cy1 - oy, cx0 - ox : cx1 - ox]
             pixels = np.isin(components, valid)
-            gain = float(1.0 - with_class[pixels].mean() / without[pixels].mean())
-            if gain < params.min_class_gain:
+            caption = with_class[pixels].mean()
+            gain = float(1.0 - caption / without[pixels].mean())
+            if in_context:
+                context = float(1.0 - caption / min(rival[pixels].mean() for rival in in_context))
+            evidence = ClassEvidence(gain, context_margin=None if np.isnan(context) else context)
+            if not evidence.drawn(params.min_class_gain, min_context_margin=params.min_context_margin):
                 dropped["not_drawn"] += len(valid)
                 valid = []
         if params.strict and len(valid) != 1:
@@ -94,7 +101,8 @@ def region_instances(image: np.ndarray, objectness: list[np.ndarray], layout, pa
             full = np.zeros(image.shape[:2], bool)
             full[cy0:cy1, cx0:cx1] = components == c
             inside = cell[components == c]
-            instances.append(RegionInstance(full, float(inside.mean()), float((inside >= threshold).mean()), gain))
+            instances.append(RegionInstance(full, float(inside.mean()), float((inside >= threshold).mean()), gain,
+                                            context))
         regions.append(instances)
     return regions
 
@@ -128,7 +136,8 @@ def mosaic_labels(image: np.ndarray, objectness: list[np.ndarray], layout, class
     if found:
         instances = Instances.from_masks(np.stack([i.mask for i in found]), classes, [i.score for i in found], {
             "attention_agreement": np.array([i.attention_agreement for i in found], np.float32),
-            "class_gain": np.array([i.class_gain for i in found], np.float32)})
+            "class_gain": np.array([i.class_gain for i in found], np.float32),
+            "context_margin": np.array([i.context_margin for i in found], np.float32)})
     else:
         instances = Instances.empty(*semantic.shape)
     return Labels(semantic, instances, dropped), kept

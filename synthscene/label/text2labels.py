@@ -20,7 +20,7 @@ from synthscene.label.attention_maps import (
     semantic_from_scores,
     upsample_scores,
 )
-from synthscene.label.classify import assign_segments, class_evidence, drop_not_drawn
+from synthscene.label.classify import PresenceErrors, assign_segments, class_evidence, drop_not_drawn
 from synthscene.label.instances import Labels, instances_from_semantic
 from synthscene.label.refine import blend_alpha, colour_segments, grabcut_foreground
 from synthscene.records import Instances
@@ -42,15 +42,15 @@ def faithful_labels(image: np.ndarray, cross: dict, token_groups: list[list[int]
 
 def ours_labels(image: np.ndarray, cross: dict, first_token: int, self_attention: torch.Tensor | None,
                 class_errors: torch.Tensor | None, class_ids, params, num_classes: int,
-                presence_errors: tuple | None = None) -> Labels:
+                presence_errors: PresenceErrors | None = None) -> Labels:
     """Our recipe: objectness from the prompt's tokens from ``first_token`` on, spread along
     the self-attention, cut by GrabCut and a colour matte, split into colour segments,
     each segment classified by the denoising errors ``class_errors`` [K, h, w] (None: one
-    named class, no check). With ``presence_errors`` (errors [h, w] under the prompt and
-    [K, h, w] under the prompt without each class, optionally [R, h, w] under the rival
-    words and [h, w] under the empty prompt), a class whose word does not lower the error on its segments by
-    ``params.min_class_gain`` (or loses to a rival, ``params.min_rival_margin``, or its word alone does not beat the
-    empty prompt, ``params.min_word_gain``) was not drawn: 255, no instance
+    named class, no check). With ``presence_errors`` (``PresenceErrors`` on the latent grid),
+    a class whose word does not lower the error on its segments by ``params.min_class_gain``
+    (or loses to a rival's word in its place, ``params.min_context_margin``, or to a rival's
+    word alone, ``params.min_rival_margin``, or its word alone does not beat the empty prompt,
+    ``params.min_word_gain``) was not drawn: 255, no instance
     (counted as ``dropped["not_drawn"]``). Instances keep every object pixel; the semantic
     mask abstains (255) on near-even edge blends."""
     size = image.shape[:2]
@@ -72,17 +72,13 @@ def ours_labels(image: np.ndarray, cross: dict, first_token: int, self_attention
     if class_errors is not None:
         errors = _to_image_size(class_errors, size)
     if presence_errors is not None and params.min_class_gain is not None:
-        with_all, without, *rest = presence_errors
-        presence = (_to_image_size(with_all[None], size)[0], _to_image_size(without, size))
-        if len(rest) == 2 and rest[1] is not None:
-            rivals = _to_image_size(rest[0], size) if len(rest[0]) else np.zeros((0, *size), np.float32)
-            presence += (rivals, _to_image_size(rest[1][None], size)[0])
+        presence = presence_errors.map(lambda rows: _to_image_size(rows, size))
     choice = assign_segments(segments, errors, image, params.colour_group_distance)
     evidence = {}
     if presence is not None:
         evidence = class_evidence(segments, choice, errors, presence, params.rival_word_gain)
         choice = drop_not_drawn(choice, evidence, params.min_class_gain, params.min_rival_margin,
-                                params.min_word_gain)
+                                params.min_word_gain, params.min_context_margin)
     lookup = np.zeros(segments.max() + 1, np.uint8)
     not_drawn = 0
     for segment, best in choice.items():
@@ -103,7 +99,7 @@ def ours_labels(image: np.ndarray, cross: dict, first_token: int, self_attention
 
 
 def with_check_scores(instances: Instances, attention_foreground: np.ndarray, alpha: np.ndarray,
-                      errors: np.ndarray | None, presence: tuple | None, class_ids: list[int]) -> Instances:
+                      errors: np.ndarray | None, presence: PresenceErrors | None, class_ids: list[int]) -> Instances:
     """``instances`` with the scores of the checks that made them in ``data`` (one value each):
 
     - ``attention_agreement``: fraction of its pixels that attention alone calls object
@@ -112,11 +108,14 @@ def with_check_scores(instances: Instances, attention_foreground: np.ndarray, al
     - ``class_margin``: ``1 - best / second`` mean denoising error of the named classes on its
       pixels (1.0 when the prompt named one class: nothing competes);
     - ``class_gain``: ``1 - error(prompt) / error(prompt without its class)`` on its pixels,
-      the not-drawn statistic (NaN when that check is off).
+      the not-drawn statistic (NaN when that check is off);
+    - ``context_margin``: ``1 - error(prompt) / lowest error(prompt with a rival word in its
+      place)`` on its pixels (NaN when not asked or no rival).
     """
     n = len(instances)
     agreement, confidence = np.zeros(n, np.float32), np.zeros(n, np.float32)
     margin, gain = np.ones(n, np.float32), np.full(n, np.nan, np.float32)
+    context = np.full(n, np.nan, np.float32)
     for i in range(n):
         pixels = instances.masks[i]
         agreement[i] = attention_foreground[pixels].mean()
@@ -126,16 +125,23 @@ def with_check_scores(instances: Instances, attention_foreground: np.ndarray, al
             second, best = np.sort(errors[:, pixels].mean(axis=1))[[1, 0]]
             margin[i] = 1.0 - best / second
         if presence is not None:
-            gain[i] = 1.0 - presence[0][pixels].mean() / presence[1][k][pixels].mean()
+            caption = presence.prompt[pixels].mean()
+            gain[i] = 1.0 - caption / presence.without[k][pixels].mean()
+            if presence.in_context is not None and presence.in_context.shape[1]:
+                context[i] = 1.0 - caption / presence.in_context[k][:, pixels].mean(axis=1).min()
     return Instances(instances.xyxy, instances.class_id, instances.score, instances.masks,
                      {**instances.data, "attention_agreement": agreement, "matte_confidence": confidence,
-                      "class_margin": margin, "class_gain": gain})
+                      "class_margin": margin, "class_gain": gain, "context_margin": context})
 
 
 def _to_image_size(maps: torch.Tensor, size) -> np.ndarray:
-    """float [K, h, w] latent-grid maps -> [K, H, W] at image resolution (bilinear)."""
-    return torch.nn.functional.interpolate(maps[None].float(), size=size, mode="bilinear",
-                                           align_corners=False)[0].numpy()
+    """float [..., h, w] latent-grid maps -> [..., H, W] at image resolution (bilinear)."""
+    lead = maps.shape[:-2]
+    flat = maps.reshape(1, -1, *maps.shape[-2:]).float()
+    if flat.shape[1] == 0:
+        return np.zeros((*lead, *size), np.float32)
+    resized = torch.nn.functional.interpolate(flat, size=size, mode="bilinear", align_corners=False)
+    return resized.reshape(*lead, *size).numpy()
 
 
 def label_scores(cross: dict, groups: list[list[int]], self_attention: torch.Tensor | None,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from synthscene.capture.tokens import attention_word, token_indices, without_phrase
+from synthscene.capture.tokens import attention_word, replace_phrase, token_indices, without_phrase
 from synthscene.models.info import ModelInfo, load_tokenizer, model_info
 from synthscene.plan import Stream, sample_generator, sample_seed, stream_rng, stream_seed
 from synthscene.records import Sample
@@ -304,7 +304,8 @@ def mosaic_sample(pipe, task: Task, spec: MosaicDatasetSpec, sam=None) -> Sample
                              sample_generator(task.seed), params.batched, capture)
     objectness = [region_objectness(result.cross[k], token_indices(pipe.tokenizer, prompt, attention_word(word))[0],
                                     layout) for k, (prompt, word) in enumerate(zip(task.region_prompts, task.words))]
-    errors = region_class_errors(pipe, result.latents, task, params) if params.min_class_gain is not None else None
+    errors = (region_class_errors(pipe, result.latents, task, params, class_words(spec))
+              if params.min_class_gain is not None else None)
     labels, kept = mosaic_labels(result.image, objectness, layout, task.class_ids, params, sam, errors)
     if labels is None:
         return None
@@ -313,10 +314,13 @@ def mosaic_sample(pipe, task: Task, spec: MosaicDatasetSpec, sam=None) -> Sample
                   task.class_ids, labels.dropped, extra)
 
 
-def region_class_errors(pipe, latents, task: Task, params: MosaicSpec) -> list[np.ndarray]:
-    """Per region, float [2, H, W] on its window at image resolution: the diffusion
-    classifier's errors under the region's prompt and under that prompt with its class cut
-    out, for the not-drawn check (``synthscene.label.mosaic.region_instances``)."""
+def region_class_errors(pipe, latents, task: Task, params: MosaicSpec,
+                        spec_words: list[str] = ()) -> list[np.ndarray]:
+    """Per region, float [2 + R, H, W] on its window at image resolution: the diffusion
+    classifier's errors under the region's prompt, under that prompt with its class cut
+    out and (``min_context_margin``) with its class's word replaced by each rival's (the
+    words of ``spec_words``, one per class of the spec, but its own), for the not-drawn
+    check (``synthscene.label.mosaic.region_instances``)."""
     import torch
 
     from synthscene.capture import encode_for_store
@@ -327,11 +331,19 @@ def region_class_errors(pipe, latents, task: Task, params: MosaicSpec) -> list[n
     # the classifier's own stream, so labels do not depend on how the canvas was batched
     generator = sample_generator(stream_seed(task.seed, Stream.CLASSIFIER_NOISE))
     maps = []
-    for (y, x), prompt, word in zip(layout.windows, task.region_prompts, task.words):
+    for (y, x), prompt, word, class_id in zip(layout.windows, task.region_prompts, task.words, task.class_ids):
         crop = latents[:, y:y + wh, x:x + ww]
-        texts = [prompt, without_phrase(prompt, attention_word(word))]
+        word = attention_word(word)
+        texts = [prompt, without_phrase(prompt, word)]
+        if params.min_context_margin is not None:
+            texts += [replace_phrase(prompt, word, rival) for c, rival in enumerate(spec_words) if c != class_id]
         errors = denoising_errors(pipe.unet, pipe.scheduler, crop, encode_for_store(pipe, texts),
                                   params.classifier_timesteps, params.classifier_repeats, generator)
         maps.append(torch.nn.functional.interpolate(errors[None], scale_factor=factor, mode="bilinear",
                                                     align_corners=False)[0].numpy())
     return maps
+
+
+def class_words(spec: MosaicDatasetSpec) -> list[str]:
+    """The word each class of the spec is said with in a rival's place."""
+    return [attention_word(c.name) for c in spec.classes]

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synthscene.capture.tokens import attention_word, token_indices, without_phrase
+from synthscene.capture.tokens import attention_word, replace_phrase, token_indices, without_phrase
 from synthscene.models.info import load_tokenizer, model_info
 from synthscene.plan import Stream, list_objects, sample_generator, sample_seed, stream_seed
 from synthscene.records import Sample
@@ -142,16 +142,12 @@ class Worker:
 
 @dataclass(frozen=True)
 class ClassErrors:
-    """A sample's diffusion-classifier errors, torch: [K, h, w] under its K named classes;
-    for the not-drawn check (else None), [h, w] under its prompt and [K, h, w] under its
-    prompt without each class, and with ``min_rival_margin`` [R, h, w] under each rival and
-    [h, w] under the empty prompt."""
+    """A sample's diffusion-classifier errors on the latent grid (torch): [K, h, w] under its
+    K named classes (None: one named class, no check) and, for the not-drawn check, the
+    rows it compares (``label.classify.PresenceErrors``; None when the check is off)."""
 
-    named: object
-    prompt: object | None
-    without: object | None
-    rivals: object | None = None  # [R, h, w] under the spec's classes the prompt did not name (R may be 0)
-    empty: object | None = None  # [h, w] under the empty prompt (with rivals or min_word_gain)
+    named: object | None
+    presence: object | None = None
 
 
 @dataclass
@@ -202,33 +198,46 @@ def rival_words(spec: Text2LabelsDatasetSpec, task: Task) -> list[str]:
 
 def _class_errors(pipe, latents, task: Task, params: Text2LabelsSpec, rivals: list[str]) -> ClassErrors | None:
     """Denoising errors of one sample under each named class and, for the not-drawn check,
-    under its prompt, under its prompt without each class, (``min_rival_margin``) under
-    each rival word and (with rivals or ``min_word_gain``) under the empty prompt. None: one
-    named class and no check (nothing to compare)."""
+    under its prompt, under its prompt without each class, (``min_context_margin``) under
+    its prompt with each class's word replaced by each rival's, (``min_rival_margin``) under
+    each rival word alone and (with those or ``min_word_gain``) under the empty prompt. None:
+    one named class and no check (nothing to compare)."""
     check = params.min_class_gain is not None
-    rivals = rivals if check and params.min_rival_margin is not None else []
-    empty_row = check and (bool(rivals) or params.min_word_gain is not None)
+    alone = rivals if check and params.min_rival_margin is not None else []
+    in_context = rivals if check and params.min_context_margin is not None else []
+    empty_row = check and (params.min_rival_margin is not None or params.min_word_gain is not None)
     count = len(task.words)
     if count == 1 and not check:
         return None
+    import torch
+
     from synthscene.capture import encode_for_store
-    from synthscene.label.classify import denoising_errors
+    from synthscene.label.classify import PresenceErrors, denoising_errors
 
     # its own noise stream, so labels do not depend on the batch the sample ran in; every
     # condition sees the same noise, so the check's rows change none of the class rows
     generator = sample_generator(stream_seed(task.seed, Stream.CLASSIFIER_NOISE))
-    texts = [attention_word(w) for w in task.words]
+    words = [attention_word(w) for w in task.words]
+    texts = list(words)
     if check:
-        texts += [task.prompt] + [without_phrase(task.prompt, attention_word(w)) for w in task.words]
-        texts += rivals + [""] if empty_row else []
+        texts += [task.prompt] + [without_phrase(task.prompt, w) for w in words]
+        texts += [replace_phrase(task.prompt, w, rival) for w in words for rival in in_context]
+        texts += alone + [""] if empty_row else []
     errors = denoising_errors(pipe.unet, pipe.scheduler, latents, encode_for_store(pipe, texts),
                               params.classifier_timesteps, params.classifier_repeats, generator)
     if not check:
-        return ClassErrors(errors, None, None)
-    end = 2 * count + 1
-    if not empty_row:
-        return ClassErrors(errors[:count], errors[count], errors[count + 1 : end])
-    return ClassErrors(errors[:count], errors[count], errors[count + 1 : end], errors[end:-1], errors[-1])
+        return ClassErrors(errors)
+    rows = iter(errors[count:])
+
+    def take(n: int):
+        return torch.stack([next(rows) for _ in range(n)]) if n else errors.new_zeros(0, *errors.shape[-2:])
+
+    prompt, without = next(rows), take(count)
+    contexts = take(count * len(in_context)).reshape(count, len(in_context), *errors.shape[-2:])
+    presence = PresenceErrors(prompt, without, rivals=take(len(alone)) if empty_row else None,
+                              empty=next(rows) if empty_row else None,
+                              in_context=contexts if params.min_context_margin is not None else None)
+    return ClassErrors(errors[:count], presence)
 
 
 def label_sample(tokenizer, captured: CapturedBatch, b: int, task: Task, params: Text2LabelsSpec,
@@ -245,10 +254,9 @@ def label_sample(tokenizer, captured: CapturedBatch, b: int, task: Task, params:
         labels = faithful_labels(image, cross, groups, self_attention, task.class_ids, params, num_classes)
     else:
         first = min(token_indices(tokenizer, task.prompt, attention_word(w))[0] for w in task.words)
-        errors = captured.class_errors[b] or ClassErrors(None, None, None)
-        presence = None if errors.prompt is None else (errors.prompt, errors.without, errors.rivals, errors.empty)
+        errors = captured.class_errors[b] or ClassErrors(None)
         labels = ours_labels(image, cross, first, self_attention, errors.named, task.class_ids, params, num_classes,
-                             presence)
+                             errors.presence)
     drawn = {int(c) for c in labels.instances.class_id}
     # what the labeller found no trace of, although the caption named it
     not_drawn = [c for c in task.class_ids if c not in drawn]
