@@ -293,3 +293,14 @@ def test_ours_refuses_an_sdxl_unet_before_writing_anything():
     text2labels.check_recipe(pipeline_info(tiny_pipeline("sdxl")), Text2LabelsSpec(recipe="faithful"))
     with pytest.raises(ValueError, match="training timesteps"):
         text2labels.check_recipe(pipeline_info(tiny_pipeline("sd1")), Text2LabelsSpec(classifier_timesteps=(1200,)))
+
+
+def test_rivals_are_the_unnamed_classes_a_prompt_could_tell_apart():
+    from synthscene.spec import ClassSpec
+
+    spec = load_spec("examples/shapes-text2labels.yaml")
+    spec = spec.model_copy(update={"classes": (ClassSpec(name="bow_(weapon)"), ClassSpec(name="bow_(decoration)"),
+                                               ClassSpec(name="hair_dryer"), ClassSpec(name="ball"))})
+    task = text2labels.Task(0, 1, "a photo of a bow and a ball", (0, 3), ("bow_(weapon)", "ball"))
+    # the other "bow" is said with the same word: swapping it in changes nothing, so no rival
+    assert text2labels.rival_words(spec, task) == ["hair dryer"]

@@ -336,7 +336,9 @@ def region_class_errors(pipe, latents, task: Task, params: MosaicSpec,
         word = attention_word(word)
         texts = [prompt, without_phrase(prompt, word)]
         if params.min_context_margin is not None:
-            texts += [replace_phrase(prompt, word, rival) for c, rival in enumerate(spec_words) if c != class_id]
+            # a class said with this very word ("bow_(decoration)" for "bow") is no rival
+            texts += [replace_phrase(prompt, word, rival) for c, rival in enumerate(spec_words)
+                      if c != class_id and rival.lower() != word.lower()]
         errors = denoising_errors(pipe.unet, pipe.scheduler, crop, encode_for_store(pipe, texts),
                                   params.classifier_timesteps, params.classifier_repeats, generator)
         maps.append(torch.nn.functional.interpolate(errors[None], scale_factor=factor, mode="bilinear",

@@ -192,8 +192,12 @@ def capture_batch(pipe, tasks: list[Task], spec: Text2LabelsDatasetSpec) -> Capt
 
 
 def rival_words(spec: Text2LabelsDatasetSpec, task: Task) -> list[str]:
-    """The words of the spec's classes that the task's prompt does not name."""
-    return [attention_word(c.name) for k, c in enumerate(spec.classes) if k not in task.class_ids]
+    """The words of the spec's classes that the task's prompt does not name. A class said
+    with a named class's word ("bow_(decoration)" beside "bow_(weapon)") is no rival: the
+    text cannot tell them apart."""
+    named = {attention_word(w).lower() for w in task.words}
+    return [word for k, c in enumerate(spec.classes)
+            if k not in task.class_ids and (word := attention_word(c.name)).lower() not in named]
 
 
 def _class_errors(pipe, latents, task: Task, params: Text2LabelsSpec, rivals: list[str]) -> ClassErrors | None:
