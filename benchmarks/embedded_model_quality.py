@@ -5,7 +5,9 @@ objects); each image is labelled by the world's colour oracle.
 
     .venv/bin/python benchmarks/embedded_model_quality.py [--model embedded] [--images 240] [--grid PNG]
 
-Last line: JSON with named_present (goal >= 0.9), unnamed_present (goal < 0.1).
+Last line: JSON with named_present (goal >= 0.9), unnamed_present (goal < 0.1), and
+dark_part_share per part-aware class beside ``world_dark_part_share``, the same share on
+the real scenes the prompts come from (a model that draws the parts comes close to it).
 ``--grid`` also writes the model card's sample grid: one row per prompt of
 examples/shapes-prompts.txt, seeds 0-7, images enlarged 4x.
 """
@@ -22,20 +24,22 @@ import numpy as np
 import torch
 
 from synthscene.models.load import load_pipeline
-from synthscene.world.presence import named_classes, score_presence
+from synthscene.world.presence import count_dark_parts, dark_share_counts, dark_shares, named_classes, score_presence
 from synthscene.world.render import render_scene
 
 GRID_PROMPTS = Path(__file__).resolve().parents[1] / "examples" / "shapes-prompts.txt"
 
 
-def world_prompts(count: int, seed: int) -> list[str]:
-    prompts, index = [], 0
-    while len(prompts) < count:
-        caption = render_scene(seed, 20_000_000 + index).caption
+def world_scenes(count: int, seed: int) -> list:
+    """The first ``count`` scenes of a fresh validation split that name a class."""
+    scenes, index = [], 0
+    while len(scenes) < count:
+        scene = render_scene(seed, 20_000_000 + index)
         index += 1
-        if named_classes(caption):
-            prompts.append(caption)
-    return prompts
+        if named_classes(scene.caption):
+            scenes.append(scene)
+    return scenes
+
 
 
 def sample_grid(pipe, prompts: list[str], seeds: int, steps: int, guidance: float, zoom: int = 4,
@@ -72,8 +76,13 @@ def main() -> None:
         tmp = args.grid.with_name(f".{args.grid.name}.tmp")
         tmp.write_bytes(png.tobytes())
         tmp.replace(args.grid)
-    result = score_presence(pipe, world_prompts(args.images, args.seed), steps=args.steps,
+    scenes = world_scenes(args.images, args.seed)
+    result = score_presence(pipe, [scene.caption for scene in scenes], steps=args.steps,
                             guidance=args.guidance, seed=args.seed)
+    real = dark_share_counts()
+    for scene in scenes:
+        count_dark_parts(real, scene.semantic, scene.parts)
+    result["world_dark_part_share"] = dark_shares(real)
     result.update(model=args.model, steps=args.steps, guidance=args.guidance, seed=args.seed,
                   seconds=round(time.perf_counter() - started, 1))
     print(json.dumps(result))

@@ -256,6 +256,60 @@ def train_grounding_command(
     typer.echo(f"saved {run}/head.safetensors")
 
 
+@app.command("train-parts")
+@_friendly_errors
+def train_parts_command(
+    out: Annotated[Path, typer.Option(help="Run folder (must not exist or be empty, unless --resume).")],
+    data: Annotated[str, typer.Option(help="A part-annotated dataset: COCO instances, part maps in parts/ beside "
+                                           "images/, the part list in world.json or parts.json.")] = "runs/shapes-world",
+    max_images: Annotated[int | None, typer.Option(help="Read only the first N train images.")] = None,
+    supports: Annotated[int | None, typer.Option(help="Support shapes per query (k).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Training steps.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Query shapes per step.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Run seed (batches, supports, initial weights).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out where it stopped.")] = False,
+    device: Annotated[str, typer.Option(help="Torch device, e.g. cuda.")] = "cpu",
+):
+    """Train the part network (iPOSE): an instance's parts from its shape and similar annotated shapes."""
+    from synthscene.train.parts import PartsTrainConfig, train_parts
+
+    given = {"data": data, "max_images": max_images, "supports": supports, "steps": steps,
+             "batch_size": batch_size, "seed": seed}
+    config = PartsTrainConfig.model_validate({k: v for k, v in given.items() if v is not None})
+    run = train_parts(config, out, resume=resume, device=device)
+    typer.echo(f"saved {run}/parts.safetensors")
+
+
+@app.command("train-controlnet")
+@_friendly_errors
+def train_controlnet_command(
+    out: Annotated[Path, typer.Option(help="Run folder (must not exist or be empty, unless --resume).")],
+    data: Annotated[str, typer.Option(help="Layouts: a dataset folder (annotations/instances_SPLIT.json, part maps "
+                                           "when it lists parts), a COCO instances .json or a Cityscapes folder.")
+                    ] = "runs/shapes-world",
+    split: Annotated[str, typer.Option(help="The dataset folder's split.")] = "train",
+    model: Annotated[str, typer.Option(help="The frozen pipeline: 'embedded', a folder or a hub id.")] = "embedded",
+    max_images: Annotated[int | None, typer.Option(help="Use only the first N images.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Training steps.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per step.")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="AdamW learning rate.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Run seed (batches, noise, drops, initial weights).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out where it stopped.")] = False,
+    max_minutes: Annotated[float | None, typer.Option(help="Checkpoint and stop after this many minutes "
+                                                           "(continue with --resume).")] = None,
+    device: Annotated[str, typer.Option(help="Torch device, e.g. cuda.")] = "cpu",
+):
+    """Train a ControlNet that draws a layout (classes, instance boundaries, parts) with a frozen pipeline."""
+    from synthscene.train.controlnet import ControlNetTrainConfig, train_controlnet
+
+    given = {"data": data, "split": split, "model": model, "max_images": max_images, "steps": steps,
+             "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed}
+    config = ControlNetTrainConfig.model_validate({k: v for k, v in given.items() if v is not None})
+    saved = train_controlnet(config, out, resume=resume, device=device, max_minutes=max_minutes)
+    typer.echo(f"saved {saved}" if saved.name == "controlnet" else
+               f"stopped after {max_minutes} min; checkpoints in {saved}: continue with --resume")
+
+
 def _names(text: str) -> list[str]:
     return [n.strip() for n in text.split(",") if n.strip()]
 

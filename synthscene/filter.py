@@ -176,11 +176,16 @@ def filter_run(run: str | Path, out: str | Path, where: str | None = None, sampl
                 image = files.image.relative_to(files.image.parents[1]).as_posix()
                 if copy_images:
                     shutil.copyfile(files.image, folder / image)
-                semantic_file = None
+                semantic_file = parts_file = None
                 if semantic is not None:
                     semantic_file = f"semantic/{sample.index:07d}.png"
                     save_semantic_png(semantic, folder / semantic_file)
-                lines.append(json.dumps(to_record(sample, image, semantic_file), sort_keys=True))
+                if sample.parts is not None:  # the parts of removed instances go with them
+                    parts = sample.parts if keep.all() else np.where(inst.masks[~keep].any(axis=0), 0, sample.parts)
+                    parts_file = f"parts/{sample.index:07d}.png"
+                    (folder / "parts").mkdir(exist_ok=True)
+                    save_semantic_png(parts.astype(np.uint8), folder / parts_file)
+                lines.append(json.dumps(to_record(sample, image, semantic_file, parts_file), sort_keys=True))
             (folder / RECORDS).write_text("".join(line + "\n" for line in lines))
         view = {"source": str(Path(origin).resolve()) if not copy_images else None, "images_copied": copy_images,
                 "filtered": str(source.root.resolve()), "where": where, "samples_where": samples_where,

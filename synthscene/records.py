@@ -122,6 +122,8 @@ class Sample:
         class_ids: 0-based classes the caption named (LVIS exports use them).
         dropped: what each label filter removed, e.g. {"small": 2}.
         extra: method-specific JSON-ready values (a mosaic's layout, a source image id).
+        parts: uint8 [H, W] object parts, 0 none, else 1 + an index into the dataset's part
+            list (the shapes world's ``PARTS``); None when there are no part labels.
     """
 
     index: int
@@ -133,6 +135,7 @@ class Sample:
     class_ids: tuple[int, ...] = ()
     dropped: dict[str, int] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    parts: np.ndarray | None = None
 
     @property
     def height(self) -> int:

@@ -372,12 +372,76 @@ class RestyleDatasetSpec(_DatasetBase):
         return self._all_known(self.restyle.style_prompts, "style_prompts for a class")
 
 
+class SampledLayoutSpec(_Strict):
+    """Layouts made of the source's instance shapes at random places, sizes and counts."""
+
+    objects: tuple[int, int] = (1, 4)  # objects per layout, inclusive
+    side: tuple[float, float] = (0.3, 0.6)  # an object's longer side, share of the image's shorter side
+    min_visible: float = Field(0.5, gt=0, le=1)  # share of its pixels every object keeps
+    shape_images: int = Field(500, ge=1)  # the source images the shapes come from
+    classes: tuple[str, ...] = ()  # the classes placed (default: every spec class)
+    size: tuple[int, int] | None = None  # (height, width); default: the ControlNet's resolution
+
+    @model_validator(mode="after")
+    def _ranges(self):
+        low, high = self.objects
+        if not 1 <= low <= high:
+            raise ValueError(f"objects {self.objects} must satisfy 1 <= low <= high")
+        if not 0 < self.side[0] <= self.side[1] <= 1:
+            raise ValueError(f"side {self.side} must satisfy 0 < low <= high <= 1")
+        return self
+
+
+class LayoutSpec(_Strict):
+    """iPOSE, diffusion-native: a ControlNet draws a layout; the layout is the label
+    (``synthscene.methods.layout``)."""
+
+    # a train-controlnet run (control.json + controlnet/), "embedded" (the one trained beside the
+    # embedded model), or a ControlNet folder / hub id with palette: ade20k
+    controlnet: str = Field("embedded", min_length=1)
+    source: SourceSpec  # real layouts (mode dataset) or the shapes sampled layouts are made of
+    mode: Literal["dataset", "sampled"] = "dataset"
+    sampled: SampledLayoutSpec = SampledLayoutSpec()
+    # a train-parts output ("embedded": the one trained on the shapes world): infers the parts
+    # of part-aware instances the source has no part map for
+    part_model: str | None = None
+    with_parts: bool = True  # False: part channels left empty (part-free control)
+    # channels: the control image of train-controlnet; ade20k: an RGB segmentation map in the
+    # ADE20K palette, for pre-trained segmentation ControlNets (needs ade20k_classes)
+    palette: Literal["channels", "ade20k"] = "channels"
+    ade20k_classes: dict[str, str] = {}  # spec class -> ADE20K class name
+    conditioning_scale: float = Field(1.0, ge=0)
+    caption_template: str = "a photo of {}"
+
+    @model_validator(mode="after")
+    def _palette(self):
+        if self.palette == "ade20k" and not self.ade20k_classes:
+            raise ValueError("palette ade20k needs ade20k_classes: the ADE20K class each spec class is drawn as")
+        if "{}" not in self.caption_template:
+            raise ValueError(f"caption_template {self.caption_template!r} has no {{}} placeholder")
+        return self
+
+
+class LayoutDatasetSpec(_DatasetBase):
+    """Layouts -> images whose labels are the layouts (``synthscene.methods.layout``).
+    ``classes`` are the source's, in its order."""
+
+    method: Literal["layout"]
+    layout: LayoutSpec
+
+    @model_validator(mode="after")
+    def _layout_classes_known(self):
+        self._all_known(self.layout.sampled.classes, "sampled.classes")
+        return self._all_known(self.layout.ade20k_classes, "ade20k_classes for a class")
+
+
 # One pydantic model per method, chosen by ``method``.
-DatasetSpec = Annotated[Text2LabelsDatasetSpec | MosaicDatasetSpec | GroundingDatasetSpec | RestyleDatasetSpec,
-                       Field(discriminator="method")]
+DatasetSpec = Annotated[Text2LabelsDatasetSpec | MosaicDatasetSpec | GroundingDatasetSpec | RestyleDatasetSpec
+                        | LayoutDatasetSpec, Field(discriminator="method")]
 _ADAPTER = TypeAdapter(DatasetSpec)
 # each method's own section
-METHOD_SECTIONS = {"text2labels": "text2labels", "mosaic": "mosaic", "grounding": "grounding", "restyle": "restyle"}
+METHOD_SECTIONS = {"text2labels": "text2labels", "mosaic": "mosaic", "grounding": "grounding", "restyle": "restyle",
+                   "layout": "layout"}
 
 
 def validate_spec(data: dict, where: str = "spec") -> DatasetSpec:

@@ -61,7 +61,7 @@ def shard_is_done(root: Path, shard: int) -> bool:
 # ---- the record schema ------------------------------------------------------------------
 
 
-def to_record(sample: Sample, image_file: str, semantic_file: str | None) -> dict:
+def to_record(sample: Sample, image_file: str, semantic_file: str | None, parts_file: str | None = None) -> dict:
     """The JSON record of a sample: its files, caption, seed and instances (RLE masks)."""
     inst = sample.instances
     areas = inst.area
@@ -74,10 +74,13 @@ def to_record(sample: Sample, image_file: str, semantic_file: str | None) -> dic
         if inst.data:
             item["data"] = {name: json_value(values[k]) for name, values in inst.data.items()}
         instances.append(item)
-    return {"index": sample.index, "seed": sample.seed, "caption": sample.caption, "image": image_file,
+    record = {"index": sample.index, "seed": sample.seed, "caption": sample.caption, "image": image_file,
             "semantic": semantic_file, "height": sample.height, "width": sample.width,
             "class_ids": [int(c) for c in sample.class_ids], "dropped": {k: int(v) for k, v in sample.dropped.items()},
             "extra": sample.extra, "has_masks": inst.masks is not None, "instances": instances}
+    if parts_file is not None:  # only part-labelled samples carry the key
+        record["parts"] = parts_file
+    return record
 
 
 def _data_array(values: list) -> np.ndarray:
@@ -91,12 +94,17 @@ def _data_array(values: list) -> np.ndarray:
 def from_record(record: dict, folder: Path) -> Sample:
     """Rebuild a ``Sample`` from its record and the folder its file paths are relative to."""
     semantic = record_path(folder, record["semantic"]) if record.get("semantic") else None
-    return _read_sample(record, record_path(folder, record["image"]), semantic)
+    return _read_sample(record, record_path(folder, record["image"]), semantic, _parts_file(record, folder))
 
 
-def _read_sample(record: dict, image_file: Path, semantic_file: Path | None) -> Sample:
+def _parts_file(record: dict, folder: Path) -> Path | None:
+    return record_path(folder, record["parts"]) if record.get("parts") else None
+
+
+def _read_sample(record: dict, image_file: Path, semantic_file: Path | None, parts_file: Path | None = None) -> Sample:
     image = np.array(Image.open(image_file).convert("RGB"))
     semantic = load_semantic_png(semantic_file) if semantic_file is not None else None
+    parts = load_semantic_png(parts_file) if parts_file is not None else None
     items = record["instances"]
     height, width = image.shape[:2]
     has_masks = record.get("has_masks", True)
@@ -113,7 +121,7 @@ def _read_sample(record: dict, image_file: Path, semantic_file: Path | None) -> 
         instances = Instances.empty(height, width) if has_masks else Instances.empty()
     if "caption" in record:
         return Sample(record["index"], record["seed"], record["caption"], image, instances, semantic,
-                      tuple(record["class_ids"]), dict(record["dropped"]), dict(record.get("extra") or {}))
+                      tuple(record["class_ids"]), dict(record["dropped"]), dict(record.get("extra") or {}), parts)
     # runs written before the record schema had a version of its own (prompt, dropped_small, ...)
     extra = {k: record[k] for k in ("layout", "region_prompts", "regions_kept") if k in record}
     return Sample(record["index"], record["seed"], record["prompt"], image, instances, semantic,
@@ -144,11 +152,15 @@ def write_shard(root: Path, shard: int, samples: list[Sample]) -> Path:
             for sample in samples:
                 name = f"{sample.index:07d}.png"
                 Image.fromarray(sample.image).save(tmp / "images" / name)
-                semantic_file = None
+                semantic_file = parts_file = None
                 if sample.semantic is not None:
                     save_semantic_png(sample.semantic, tmp / "semantic" / name)
                     semantic_file = f"semantic/{name}"
-                lines.append(json.dumps(to_record(sample, f"images/{name}", semantic_file), sort_keys=True))
+                if sample.parts is not None:
+                    (tmp / "parts").mkdir(exist_ok=True)
+                    save_semantic_png(sample.parts, tmp / "parts" / name)
+                    parts_file = f"parts/{name}"
+                lines.append(json.dumps(to_record(sample, f"images/{name}", semantic_file, parts_file), sort_keys=True))
             (tmp / RECORDS).write_text("".join(line + "\n" for line in lines))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # no partial shard is left behind
@@ -307,7 +319,7 @@ class Run:
         for _, record in self._shard_records(shard):
             semantic = record_path(shard, record["semantic"]) if record.get("semantic") else None
             image = record_path(images, record["image"])
-            yield _read_sample(record, image, semantic), SampleFiles(image, semantic)
+            yield _read_sample(record, image, semantic, _parts_file(record, shard)), SampleFiles(image, semantic)
 
     def samples(self) -> Iterator[Sample]:
         for sample, _ in self.items():

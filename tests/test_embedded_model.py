@@ -50,3 +50,5 @@ def test_draws_named_classes_and_not_others(pipe):
     # the benchmark measures the full figure over 240 images; here a quick, looser check
     assert result["named_present"] >= 0.8
     assert result["unnamed_present"] <= 0.15
+    # it draws parts: a box's dark frame, a star's dark points (the model before parts: 0.11 / 0.18)
+    assert min(result["dark_part_share"].values()) >= 0.3

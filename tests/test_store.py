@@ -44,6 +44,23 @@ def test_a_shard_round_trips_every_field(tmp_path, masks):
     assert back.instances.class_id.tolist() == sample.instances.class_id.tolist()
 
 
+def test_part_maps_round_trip_and_only_part_labelled_samples_carry_them(tmp_path):
+    from dataclasses import replace
+
+    plain = _sample(index=3)
+    parts = np.zeros((6, 8), np.uint8)
+    parts[1:3, 1:4] = [[1, 2, 2], [1, 1, 2]]
+    labelled = replace(_sample(index=4), parts=parts)
+    folder = write_shard(tmp_path, 0, [plain, labelled])
+    records = [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines()]
+    assert "parts" not in records[0] and records[1]["parts"] == "parts/0000004.png"
+    assert from_record(records[0], folder).parts is None
+    assert np.array_equal(from_record(records[1], folder).parts, parts)
+    records[1]["parts"] = "../../elsewhere.png"
+    with pytest.raises(ValueError, match="leaves its shard folder"):
+        from_record(records[1], folder)
+
+
 def test_records_written_before_the_schema_still_open(tmp_path):
     folder = write_shard(tmp_path, 0, [_sample()])
     record = json.loads((folder / "records.jsonl").read_text())

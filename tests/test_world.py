@@ -74,7 +74,8 @@ def test_labels_agree_masks_boxes_semantic_caption(small_world):
 def test_scenes_have_partial_occlusion_within_bounds():
     occluded = 0
     for index in range(100):
-        masks, _ = _place_objects(scene_seed(0, index), 32)
+        shapes, _ = _place_objects(scene_seed(0, index), 32)
+        masks = [mask for mask, _dark in shapes]
         for full, visible in zip(masks, _visible_masks(masks) if masks else []):
             assert visible.sum() >= MIN_VISIBLE_SHARE * full.sum()
             occluded += int(visible.sum() < full.sum())
@@ -89,6 +90,42 @@ def test_oracle_is_near_exact_on_world_images(small_world):
         confusion += confusion_matrix(oracle_semantic(image), semantic, len(CLASSES) + 1)
     miou, _ = miou_from_confusion(confusion)
     assert miou >= 0.95
+
+
+def test_world_writes_exact_part_maps_the_oracle_reads_back(small_world):
+    from synthscene.world import PARTS, oracle_parts
+
+    listed = json.loads((small_world / "world.json").read_text())["parts"]
+    assert [(row["class"], row["name"]) for row in listed] == [(CLASSES[p.class_id].name, p.name) for p in PARTS]
+    assert {row["class"] for row in listed} == {"box", "star"}
+    seen = np.zeros(len(PARTS) + 1, np.int64)
+    for path in sorted((small_world / "val" / "images").glob("*.png")):
+        image = np.array(Image.open(path))
+        parts = load_semantic_png(small_world / "val" / "parts" / path.name)
+        semantic = load_semantic_png(small_world / "val" / "semantic" / path.name)
+        assert np.array_equal(oracle_parts(image), parts)
+        for part_id, part in enumerate(PARTS, 1):  # a part lies on its class, and covers all of it
+            assert (semantic[parts == part_id] == part.class_id + 1).all()
+        aware = np.isin(semantic, [p.class_id + 1 for p in PARTS])
+        assert np.array_equal(aware, parts > 0)
+        seen += np.bincount(parts.ravel(), minlength=len(PARTS) + 1)
+    assert (seen[1:] > 0).all()
+
+
+def test_parts_are_visibly_different_and_shaped_as_described():
+    from synthscene.world import PARTS
+
+    dark_share = {p.name: [] for p in PARTS}
+    for index in range(80):
+        scene = render_scene(1, index)
+        value = scene.image.max(axis=2) / 255
+        for part_id, part in enumerate(PARTS, 1):
+            inside = scene.parts == part_id
+            if inside.any():
+                dark_share[part.name].append(float((value[inside] < 0.71).mean()))
+    # the light parts (face, centre) are light, the dark ones (frame, points) dark, everywhere
+    assert np.mean(dark_share["face"]) == 0 and np.mean(dark_share["centre"]) == 0
+    assert np.mean(dark_share["frame"]) == 1 and np.mean(dark_share["points"]) == 1
 
 
 def test_oracle_instances_cover_each_class_as_the_scene_does():

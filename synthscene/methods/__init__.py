@@ -21,6 +21,7 @@ METHODS = {
     "mosaic": "synthscene.methods.mosaic",
     "grounding": "synthscene.methods.grounding",
     "restyle": "synthscene.methods.restyle",
+    "layout": "synthscene.methods.layout",
 }
 
 

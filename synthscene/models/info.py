@@ -15,6 +15,15 @@ from pathlib import Path
 
 EMBEDDED_MODEL_NAME = "embedded"
 EMBEDDED_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "shapes_model"
+# trained beside the embedded model (issue: layouts): a train-controlnet run's output and a
+# train-parts output, each named "embedded" where a spec asks for a ControlNet or part model
+EMBEDDED_CONTROLNET_DIR = EMBEDDED_MODEL_DIR.parent / "shapes_controlnet"
+EMBEDDED_PARTS_DIR = EMBEDDED_MODEL_DIR.parent / "shapes_parts"
+
+
+def resolve_embedded(value: str, folder: Path) -> str:
+    """``value``, or ``folder`` when it is "embedded"."""
+    return str(folder) if value == EMBEDDED_MODEL_NAME else value
 
 
 class ModelNotFoundError(FileNotFoundError):

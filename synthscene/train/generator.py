@@ -35,7 +35,7 @@ from synthscene.train.image_captions import (
     read_box_crops,
     read_image_captions,
 )
-from synthscene.train.loop import truncate_log
+from synthscene.train.loop import optimizer_step, truncate_log
 
 CHECKPOINT_PREFIX = "step-"
 
@@ -167,12 +167,7 @@ def train_generator(config: GeneratorTrainingConfig, resume: bool = False) -> Pa
             encoder_hidden_states = text_encoder(ids)[0]
         prediction = unet(noisy, timesteps, encoder_hidden_states).sample
         loss = _denoising_loss(prediction, noise, timesteps, noise_scheduler, config.snr_gamma)
-        for group in optimizer.param_groups:
-            group["lr"] = config.learning_rate * min(1.0, (step + 1) / max(1, config.warmup_steps))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trained, 1.0)
-        optimizer.step()
+        optimizer_step(optimizer, loss, trained, config.learning_rate * min(1.0, (step + 1) / max(1, config.warmup_steps)))
         if ema is not None:
             ema.step(trained)
         bar.set_postfix(loss=f"{loss.item():.4f}")

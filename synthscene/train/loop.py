@@ -64,3 +64,49 @@ def truncate_log(path: Path, before_step: int) -> None:
         if step < before_step:
             rows.append(line)
     write_text(path, "".join(r + "\n" for r in rows))
+
+
+def open_run_folder(out: Path, config: dict, resume: bool, may_change: tuple[str, ...] = ()) -> None:
+    """Check a run folder before anything is written: a resumed run must have been started
+    with ``config`` (its ``config.json``; the settings in ``may_change`` aside, which
+    ``config.json`` then takes from ``config``), a new one needs an empty or missing folder."""
+    from synthscene.io import refuse_nonempty_output
+
+    out = Path(out)
+    if not resume:
+        refuse_nonempty_output(out, "use --resume to continue it, or another --out")
+        return
+    saved = out / "config.json"
+    if not saved.is_file():
+        raise FileNotFoundError(f"{out} has no config.json: nothing to resume")
+    started = json.loads(saved.read_text())
+    if {k: v for k, v in started.items() if k not in may_change} != {k: v for k, v in config.items()
+                                                                      if k not in may_change}:
+        raise ValueError(f"{out} was started with other settings (see its config.json); resume it with those")
+    if started != config:
+        write_text(saved, json.dumps(config, indent=2))
+
+
+def resume_state(out: Path, modules: dict, log_name: str = "train_log.jsonl") -> int:
+    """Load the newest checkpoint of ``out/checkpoints`` into ``modules`` (name in the
+    checkpoint -> object with ``load_state_dict``), cut the step log back to it, and return
+    its step; 0 (and an empty log) when there is none."""
+    state = load_latest_checkpoint(Path(out) / "checkpoints")
+    if state is None:  # killed before the first checkpoint: start over, and so does the log
+        truncate_log(Path(out) / log_name, 0)
+        return 0
+    for name, module in modules.items():
+        module.load_state_dict(state[name])
+    truncate_log(Path(out) / log_name, state["step"])
+    return int(state["step"])
+
+
+def optimizer_step(optimizer, loss: torch.Tensor, parameters, learning_rate: float, clip: float | None = 1.0) -> None:
+    """Set the learning rate, back-propagate ``loss``, clip the gradient norm, step."""
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(parameters, clip)
+    optimizer.step()

@@ -6,6 +6,7 @@ Layout of ``out``::
     annotations/instances_{split}.json   COCO instances, RLE masks
     {split}/images/000000.png
     {split}/semantic/000000.png     palette PNG, 0 background, 1..C, 255 ignore
+    {split}/parts/000000.png        palette PNG, 0 no part, else 1 + index into world.json "parts"
     {split}/metadata.jsonl          {"file_name": "images/000000.png", "text": caption, ...}
     cityscapes/                     with ``cityscapes=True``: both splits in the Cityscapes
                                     layout (city "world"; ``synthscene.formats.cityscapes``)
@@ -23,7 +24,7 @@ from synthscene.codecs import save_semantic_png
 from synthscene.formats.cityscapes import write_cityscapes
 from synthscene.formats.coco import instances_to_annotations, new_coco
 from synthscene.io import atomic_output_dir, write_json, write_jsonl
-from synthscene.world.classes import CLASS_NAMES, CLASSES
+from synthscene.world.classes import CLASS_NAMES, CLASSES, PARTS
 from synthscene.world.render import render_scene
 
 # Scene indices of the val split start here, so train and val never share a scene
@@ -54,6 +55,7 @@ def write_world(out: str | Path, n_train: int, n_val: int, seed: int = 0, size: 
         write_json(tmp / "world.json", {
             "seed": seed, "size": size, "n_train": n_train, "n_val": n_val,
             "classes": [c.__dict__ for c in CLASSES], "cityscapes": cityscapes,
+            "parts": [{"class": CLASSES[p.class_id].name, "name": p.name} for p in PARTS],
         }, indent=2)
     return out
 
@@ -61,6 +63,7 @@ def write_world(out: str | Path, n_train: int, n_val: int, seed: int = 0, size: 
 def _write_split(root: Path, split: str, count: int, offset: int, seed: int, size: int, progress: bool) -> None:
     (root / split / "images").mkdir(parents=True)
     (root / split / "semantic").mkdir()
+    (root / split / "parts").mkdir()
     coco = new_coco(CLASS_NAMES, f"synthscene shapes world, {split}, seed {seed}")
     captions = []
     for i in tqdm(range(count), desc=f"world {split}", disable=not progress):
@@ -68,6 +71,7 @@ def _write_split(root: Path, split: str, count: int, offset: int, seed: int, siz
         name = f"{i:06d}.png"
         Image.fromarray(sample.image).save(root / split / "images" / name)
         save_semantic_png(sample.semantic, root / split / "semantic" / name)
+        save_semantic_png(sample.parts, root / split / "parts" / name)
         image_id = i + 1
         coco["images"].append({"id": image_id, "file_name": f"{split}/images/{name}", "height": size, "width": size})
         coco["annotations"] += instances_to_annotations(sample.instances, image_id, len(coco["annotations"]) + 1)

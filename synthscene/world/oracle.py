@@ -16,10 +16,14 @@ from synthscene.world.classes import (
     CLASSES,
     OBJECT_MIN_SATURATION,
     OBJECT_MIN_VALUE,
+    PART_VALUE_RANGES,
+    part_ids,
 )
 
 SATURATION_SPLIT = (OBJECT_MIN_SATURATION + BACKGROUND_MAX_SATURATION) / 2
 VALUE_SPLIT = OBJECT_MIN_VALUE * 0.75
+# halfway between the dark part's brightest and the light part's darkest value
+PART_VALUE_SPLIT = (PART_VALUE_RANGES[0][0] + PART_VALUE_RANGES[1][1]) / 2
 _HUES = np.array([c.hue for c in CLASSES], np.float32)
 
 
@@ -40,6 +44,27 @@ def oracle_semantic(image: np.ndarray) -> np.ndarray:
     labels = distance.argmin(axis=-1).astype(np.uint8) + 1
     labels[(sat < SATURATION_SPLIT) | (val < VALUE_SPLIT)] = 0
     return labels
+
+
+def oracle_parts(image: np.ndarray, semantic: np.ndarray | None = None) -> np.ndarray:
+    """The parts of a world image's part-aware objects, read from their brightness.
+
+    Args:
+        image: uint8 [H, W, 3] RGB.
+        semantic: its oracle labels, when already computed.
+    Returns:
+        uint8 [H, W]: 0 no part, else 1 + an index into ``classes.PARTS``.
+    """
+    semantic = oracle_semantic(image) if semantic is None else semantic
+    bright = image.max(axis=2) >= PART_VALUE_SPLIT * 255  # HSV value is the largest channel
+    parts = np.zeros(semantic.shape, np.uint8)
+    for class_id in range(len(CLASSES)):
+        ids = part_ids(class_id)
+        if ids:
+            inside = semantic == class_id + 1
+            parts[inside & bright] = ids[0]
+            parts[inside & ~bright] = ids[1]
+    return parts
 
 
 def present_classes(semantic: np.ndarray, min_fraction: float = 0.008) -> set[int]:

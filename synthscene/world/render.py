@@ -19,6 +19,8 @@ from synthscene.world.classes import (
     HUE_JITTER,
     OBJECT_MIN_SATURATION,
     OBJECT_MIN_VALUE,
+    PART_VALUE_RANGES,
+    part_ids,
 )
 
 SUPERSAMPLE = 4
@@ -43,15 +45,24 @@ def render_scene(seed: int, index: int, size: int = 32) -> Sample:
 
     Returns:
         a ``Sample`` with an RGB uint8 [size, size, 3] image, exact instances (visible
-        masks, tight boxes, class ids 0..5), a semantic mask (0 background, class id + 1)
-        and a caption naming every instance.
+        masks, tight boxes, class ids 0..5), a semantic mask (0 background, class id + 1),
+        a part map (0 no part, else 1 + index into ``classes.PARTS``) and a caption naming
+        every instance.
     """
     rng = scene_seed(seed, index)
     hsv = _background(rng, size)
     _draw_clutter(rng, hsv)
-    masks, class_ids = _place_objects(rng, size)
-    for mask, class_id in zip(masks, class_ids):
-        _paint_object(rng, hsv, mask, CLASSES[class_id].hue)
+    shapes, class_ids = _place_objects(rng, size)
+    masks = [mask for mask, _dark in shapes]
+    parts = np.zeros((size, size), np.uint8)
+    for (mask, dark), class_id in zip(shapes, class_ids):
+        _paint_object(rng, hsv, mask, CLASSES[class_id].hue, dark)
+        # drawn in order, so a later object's pixels overwrite an earlier one's parts
+        parts[mask] = 0
+        if dark is not None:
+            light_id, dark_id = part_ids(class_id)
+            parts[mask] = light_id
+            parts[dark] = dark_id
     visible = _visible_masks(masks)
     image = cv2.cvtColor(hsv.astype(np.float32), cv2.COLOR_HSV2RGB)
     image = np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
@@ -63,7 +74,8 @@ def render_scene(seed: int, index: int, size: int = 32) -> Sample:
     for mask, class_id in zip(visible, class_ids):
         semantic[mask] = class_id + 1
     return Sample(index=index, seed=seed, caption=make_caption(rng, class_ids), image=image,
-                  instances=instances, semantic=semantic, class_ids=tuple(sorted(set(class_ids))))
+                  instances=instances, semantic=semantic, class_ids=tuple(sorted(set(class_ids))),
+                  parts=parts)
 
 
 def make_caption(rng: np.random.Generator, class_ids: list[int]) -> str:
@@ -130,13 +142,20 @@ def _draw_clutter(rng: np.random.Generator, hsv: np.ndarray) -> None:
         hsv[region] = (rng.uniform(0, 360), rng.uniform(0, BACKGROUND_MAX_SATURATION), rng.uniform(0.2, 0.9))
 
 
-def _shape_mask(rng: np.random.Generator, shape: str, size: int) -> np.ndarray:
-    """bool [size, size]: one randomly sized, placed and rotated shape."""
+# The face of a box is the square of this share of its radius (36 % of its area); the rest
+# is its frame. A star's centre is the pentagon of its inner corners; the rest its points.
+BOX_FACE_SHARE = 0.6
+
+
+def _shape_mask(rng: np.random.Generator, shape: str, size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """One randomly sized, placed and rotated shape: its bool [size, size] mask and, for a
+    shape with parts, the bool mask of its dark part (else None)."""
     big = size * SUPERSAMPLE
     radius = rng.uniform(0.14, 0.27) * big
     cx, cy = rng.uniform(0.5 * radius, big - 0.5 * radius, 2)
     angle = rng.uniform(0, 2 * np.pi)
     canvas = np.zeros((big, big), np.uint8)
+    light = None  # the light part, on a canvas of its own
 
     def polygon(radii: np.ndarray, angles: np.ndarray) -> np.ndarray:
         pts = np.stack([cx + radii * np.cos(angles + angle), cy + radii * np.sin(angles + angle)], 1)
@@ -150,6 +169,8 @@ def _shape_mask(rng: np.random.Generator, shape: str, size: int) -> np.ndarray:
     elif shape == "square":
         a = np.arange(4) * np.pi / 2 + np.pi / 4
         cv2.fillPoly(canvas, [polygon(np.full(4, radius), a)], 1)
+        light = np.zeros_like(canvas)
+        cv2.fillPoly(light, [polygon(np.full(4, radius * BOX_FACE_SHARE), a)], 1)
     elif shape == "triangle":
         a = np.arange(3) * 2 * np.pi / 3
         cv2.fillPoly(canvas, [polygon(np.full(3, radius * 1.15), a)], 1)
@@ -157,6 +178,8 @@ def _shape_mask(rng: np.random.Generator, shape: str, size: int) -> np.ndarray:
         a = np.arange(10) * np.pi / 5
         r = np.where(np.arange(10) % 2 == 0, radius * 1.1, radius * 0.5)
         cv2.fillPoly(canvas, [polygon(r, a)], 1)
+        light = np.zeros_like(canvas)
+        cv2.fillPoly(light, [polygon(r[1::2], a[1::2])], 1)
     elif shape == "leaf":
         # a vesica: two circular arcs meeting in points, long axis rotated
         t = np.linspace(-np.pi / 2, np.pi / 2, 24)
@@ -169,31 +192,43 @@ def _shape_mask(rng: np.random.Generator, shape: str, size: int) -> np.ndarray:
         cv2.fillPoly(canvas, [np.round(pts).astype(np.int32)], 1)
     else:
         raise ValueError(f"unknown shape {shape!r}")
-    small = cv2.resize(canvas.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
-    return small >= 0.5
+    cover = cv2.resize(canvas.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
+    mask = cover >= 0.5
+    if light is None:
+        return mask, None
+    # a pixel belongs to the part that covers most of its object share
+    light_cover = cv2.resize(light.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
+    return mask, mask & (light_cover * 2 < cover)
 
 
-def _place_objects(rng: np.random.Generator, size: int) -> tuple[list[np.ndarray], list[int]]:
+def _place_objects(rng: np.random.Generator, size: int
+                   ) -> tuple[list[tuple[np.ndarray, np.ndarray | None]], list[int]]:
     """Choose 0-4 objects (repeats of a class are common) and place them so that every
-    one keeps at least MIN_VISIBLE_SHARE of its pixels and MIN_AREA_FRACTION of the image."""
+    one keeps at least MIN_VISIBLE_SHARE of its pixels and MIN_AREA_FRACTION of the image.
+
+    Returns:
+        (mask, dark part or None) per object in drawing order, and their class ids.
+    """
     count = int(rng.choice(MAX_OBJECTS + 1, p=OBJECT_COUNT_PROBABILITIES))
     palette = rng.choice(len(CLASSES), size=int(rng.integers(1, 4)), replace=False)
     wanted = [int(rng.choice(palette)) for _ in range(count)]
     min_area = MIN_AREA_FRACTION * size * size
+    shapes: list[tuple[np.ndarray, np.ndarray | None]] = []
     masks: list[np.ndarray] = []
     class_ids: list[int] = []
     for class_id in wanted:
         for _attempt in range(20):
-            mask = _shape_mask(rng, CLASSES[class_id].shape, size)
+            mask, dark = _shape_mask(rng, CLASSES[class_id].shape, size)
             trial = _visible_masks(masks + [mask])
             ok = all(
                 v.sum() >= max(min_area, MIN_VISIBLE_SHARE * m.sum()) for v, m in zip(trial, masks + [mask])
             )
             if ok:
+                shapes.append((mask, dark))
                 masks.append(mask)
                 class_ids.append(class_id)
                 break
-    return masks, class_ids
+    return shapes, class_ids
 
 
 def _visible_masks(masks: list[np.ndarray]) -> list[np.ndarray]:
@@ -206,8 +241,10 @@ def _visible_masks(masks: list[np.ndarray]) -> list[np.ndarray]:
     return visible[::-1]
 
 
-def _paint_object(rng: np.random.Generator, hsv: np.ndarray, mask: np.ndarray, hue: float) -> None:
-    """Fill ``mask`` with a shade of the class colour family and a mild texture."""
+def _paint_object(rng: np.random.Generator, hsv: np.ndarray, mask: np.ndarray, hue: float,
+                  dark: np.ndarray | None = None) -> None:
+    """Fill ``mask`` with a shade of the class colour family and a mild texture; with a
+    ``dark`` part, the texture is squeezed into the light and dark parts' value ranges."""
     size = hsv.shape[0]
     value = rng.uniform(0.6, 1.0) + 0.1 * _smooth_noise(rng, size, int(rng.integers(2, 5)))
     if rng.random() < 0.3:  # striped texture
@@ -215,4 +252,9 @@ def _paint_object(rng: np.random.Generator, hsv: np.ndarray, mask: np.ndarray, h
         value += 0.08 * np.sign(np.sin((xx + yy) * 2 * np.pi / rng.uniform(3, 6)))
     hsv[mask, 0] = (hue + rng.uniform(-HUE_JITTER, HUE_JITTER)) % 360
     hsv[mask, 1] = rng.uniform(OBJECT_MIN_SATURATION + 0.05, 1.0)
-    hsv[mask, 2] = np.clip(value[mask], OBJECT_MIN_VALUE + 0.05, 1.0)
+    value = np.clip(value, OBJECT_MIN_VALUE + 0.05, 1.0)
+    if dark is not None:
+        shade = (value - value.min()) / max(float(np.ptp(value)), 1e-6)  # texture in [0, 1]
+        (light_low, light_high), (dark_low, dark_high) = PART_VALUE_RANGES
+        value = np.where(dark, dark_low + (dark_high - dark_low) * shade, light_low + (light_high - light_low) * shade)
+    hsv[mask, 2] = value[mask]
