@@ -286,3 +286,26 @@ def test_the_shipped_controlnet_fits_the_embedded_model_and_the_world():
     folder = controlnet_folder("embedded")
     assert all(p.suffix != ".bin" for p in folder.rglob("*"))
     check_controlnet(ControlNetModel.from_pretrained(folder, local_files_only=True), load_pipeline("embedded").unet)
+
+
+def test_the_example_spec_runs_on_the_shipped_models(small_world, tmp_path):
+    """examples/shapes-layout.yaml with the embedded model, ControlNet and part model, on a
+    world without part maps, so every box and star gets inferred parts."""
+    from synthscene.spec import load_spec, validate_spec
+    from synthscene.store import Run
+    from tests.helpers import make_run
+
+    bare = tmp_path / "world"
+    shutil.copytree(small_world, bare)
+    (bare / "world.json").unlink()
+    data = load_spec("examples/shapes-layout.yaml").model_dump(mode="json")
+    data.update(num_samples=3, shard_size=3, sampler={"steps": 2, "guidance": 7.5})
+    data["layout"]["source"] = {"format": "coco", "path": str(bare / "annotations" / "instances_val.json"),
+                                "image_root": str(bare)}
+    samples = list(Run(make_run(validate_spec(data), tmp_path / "run")).samples())
+    assert len(samples) == 3 and any(np.isin(s.instances.class_id, [2, 4]).any() for s in samples)
+    for sample in samples:
+        aware = np.isin(sample.instances.class_id, [2, 4])
+        assert list(sample.instances.data["parts_inferred"]) == list(aware)
+        assert np.array_equal(sample.parts > 0, np.isin(sample.semantic, [3, 5]))
+        assert sample.image.shape == (32, 32, 3)
