@@ -16,6 +16,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Labelled training data for scene understanding from diffusion models.")
 
 
+# options the trainers of one run folder share (train-grounding, train-parts, train-controlnet)
+ResumeRun = Annotated[bool, typer.Option(help="Continue the run in --out where it stopped.")]
+TorchDevice = Annotated[str, typer.Option(help="Torch device, e.g. cuda.")]
+
+
 def _friendly_errors(func):
     """Report expected failures (bad input, missing files) as one line, exit code 2."""
 
@@ -233,10 +238,10 @@ def train_grounding_command(
     steps: Annotated[int | None, typer.Option(help="Head training steps.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Images per training step.")] = None,
     seed: Annotated[int | None, typer.Option(help="Run seed (prompts, images, batches).")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out where it stopped.")] = False,
+    resume: ResumeRun = False,
     images_from: Annotated[Path | None, typer.Option(help="Start from the images of this earlier run (same "
                                                           "generation settings): retrain without generating.")] = None,
-    device: Annotated[str, typer.Option(help="Torch device, e.g. cuda.")] = "cpu",
+    device: TorchDevice = "cpu",
 ):
     """Train a grounding head (InstaGen): boxes for base and novel classes from the generator's features."""
     from synthscene.grounding.train import GroundingTrainConfig, train_grounding
@@ -267,8 +272,8 @@ def train_parts_command(
     steps: Annotated[int | None, typer.Option(help="Training steps.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Query shapes per step.")] = None,
     seed: Annotated[int | None, typer.Option(help="Run seed (batches, supports, initial weights).")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out where it stopped.")] = False,
-    device: Annotated[str, typer.Option(help="Torch device, e.g. cuda.")] = "cpu",
+    resume: ResumeRun = False,
+    device: TorchDevice = "cpu",
 ):
     """Train the part network (iPOSE): an instance's parts from its shape and similar annotated shapes."""
     from synthscene.train.parts import PartsTrainConfig, train_parts
@@ -294,10 +299,10 @@ def train_controlnet_command(
     batch_size: Annotated[int | None, typer.Option(help="Images per step.")] = None,
     learning_rate: Annotated[float | None, typer.Option(help="AdamW learning rate.")] = None,
     seed: Annotated[int | None, typer.Option(help="Run seed (batches, noise, drops, initial weights).")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out where it stopped.")] = False,
+    resume: ResumeRun = False,
     max_minutes: Annotated[float | None, typer.Option(help="Checkpoint and stop after this many minutes "
                                                            "(continue with --resume).")] = None,
-    device: Annotated[str, typer.Option(help="Torch device, e.g. cuda.")] = "cpu",
+    device: TorchDevice = "cpu",
 ):
     """Train a ControlNet that draws a layout (classes, instance boundaries, parts) with a frozen pipeline."""
     from synthscene.train.controlnet import ControlNetTrainConfig, train_controlnet
