@@ -326,7 +326,8 @@ def experiment(
     profile: Annotated[str, typer.Option(help="Data-sparse: quick (this CPU, < 1 hour), full (GPU) or smoke "
                                               "(seconds); steps scaled by images, 3 seeds, auto weight and filtered sets: "
                                               "sparse or sparse-smoke. Open-vocabulary: open-vocab or open-vocab-smoke. "
-                                              "Restyle (InstSynth): restyle or restyle-smoke.")] = "quick",
+                                              "Restyle (InstSynth): restyle or restyle-smoke. Layout (iPOSE): layout "
+                                              "or layout-smoke.")] = "quick",
     synthetic: Annotated[list[str] | None, typer.Option(help="Use these generate --spec runs instead of making new "
                                                               "ones; repeat for several.")] = None,
     synthetic_weight: Annotated[str, typer.Option(help="Profile sparse: the mixed settings to train: fixed (1:1), "
@@ -336,14 +337,15 @@ def experiment(
                                                         "(semantic or detection); repeat for both (the default).")] = None,
 ):
     """The shapes-world experiments: data-sparse (real fractions x {real, synthetic, both}),
-    open-vocabulary (novel classes from grounding-labelled synthetic data) or restyle (real
-    10 % vs real 10 % + its restyled copies)."""
+    open-vocabulary (novel classes from grounding-labelled synthetic data), restyle (real
+    10 % vs real 10 % + its restyled copies) or layout (real 10 % vs real 10 % + layouts of
+    its instances, drawn)."""
     from synthscene.experiment import run_experiment
+    from synthscene.experiment_derived import DERIVED_PROFILES, run_derived_experiment
     from synthscene.experiment_open_vocab import OPEN_VOCAB_PROFILES, run_open_vocab
-    from synthscene.experiment_restyle import RESTYLE_PROFILES, run_restyle_experiment
     from synthscene.experiment_sparse import SPARSE_PROFILES, TASKS, run_sparse_experiment
 
-    if synthetic and (profile in OPEN_VOCAB_PROFILES or profile in RESTYLE_PROFILES):
+    if synthetic and (profile in OPEN_VOCAB_PROFILES or profile in DERIVED_PROFILES):
         raise ValueError(f"--synthetic applies to the data-sparse profiles; {profile} makes its own set")
     if synthetic_weight != "both" and profile not in SPARSE_PROFILES:
         raise ValueError(f"--synthetic-weight applies to the sparse profiles, not {profile}")
@@ -353,8 +355,8 @@ def experiment(
         run_sparse_experiment(profile, out, synthetic, synthetic_weight, tuple(task) if task else TASKS)
     elif profile in OPEN_VOCAB_PROFILES:
         run_open_vocab(profile, out)
-    elif profile in RESTYLE_PROFILES:
-        run_restyle_experiment(profile, out)
+    elif profile in DERIVED_PROFILES:
+        run_derived_experiment(profile, out)
     else:
         run_experiment(profile, out, synthetic)
     typer.echo(f"wrote {out}/results.json, results.md and results.png")

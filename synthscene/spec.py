@@ -379,7 +379,10 @@ class SampledLayoutSpec(_Strict):
     side: tuple[float, float] = (0.3, 0.6)  # an object's longer side, share of the image's shorter side
     min_visible: float = Field(0.5, gt=0, le=1)  # share of its pixels every object keeps
     shape_images: int = Field(500, ge=1)  # the source images the shapes come from
-    classes: tuple[str, ...] = ()  # the classes placed (default: every spec class)
+    # only shapes no other instance and no image border touches: a covered or cut shape,
+    # rearranged, would be a new shape (False: every instance's visible shape)
+    whole_shapes: bool = True
+    classes: tuple[str, ...] = ()  # the classes placed (default: every spec class the source has)
     size: tuple[int, int] | None = None  # (height, width); default: the ControlNet's resolution
 
     @model_validator(mode="after")
@@ -410,7 +413,8 @@ class LayoutSpec(_Strict):
     # ADE20K palette, for pre-trained segmentation ControlNets (needs ade20k_classes)
     palette: Literal["channels", "ade20k"] = "channels"
     ade20k_classes: dict[str, str] = {}  # spec class -> ADE20K class name
-    conditioning_scale: float = Field(1.0, ge=0)
+    # how strongly the control steers; default: the ControlNet's control.json (chosen for it), else 1
+    conditioning_scale: float | None = Field(None, ge=0)
     caption_template: str = "a photo of {}"
 
     @model_validator(mode="after")

@@ -2,6 +2,7 @@
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -235,17 +236,24 @@ def test_detection_on_a_subset_of_the_classes(small_world, tmp_path):
     assert result.exit_code == 2 and "no category kite" in result.output and not (tmp_path / "bad").exists()
 
 
+def _run_derived_smoke(method: str, tmp_path) -> Path:
+    """A derived-data smoke profile's run; its records, table and plot checked. Returns its folder."""
+    from synthscene.experiment_derived import DERIVED_NAMES, METRICS, run_derived_experiment, settings_of
+
+    records = run_derived_experiment(f"{method}-smoke", tmp_path / "exp", progress=False)
+    out = tmp_path / "exp"
+    assert {(r["setting"], r["metric"]) for r in records} == {(s, m) for s in settings_of(method) for m in METRICS}
+    assert all(0.0 <= r["mean"] <= 1.0 and len(r["seeds"]) == 1 for r in records)
+    assert f"| real+{DERIVED_NAMES[method]} |" in (out / "results.md").read_text()
+    assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
+    return out
+
+
 @pytest.mark.slow
 def test_restyle_smoke_profile_writes_results(tmp_path):
-    from synthscene.experiment_restyle import METRICS, SETTINGS, run_restyle_experiment
     from synthscene.store import open_run
 
-    records = run_restyle_experiment("restyle-smoke", tmp_path / "exp", progress=False)
-    out = tmp_path / "exp"
-    assert {(r["setting"], r["metric"]) for r in records} == {(s, m) for s in SETTINGS for m in METRICS}
-    assert all(0.0 <= r["mean"] <= 1.0 and len(r["seeds"]) == 1 for r in records)
-    assert "| real+restyled |" in (out / "results.md").read_text()
-    assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
+    out = _run_derived_smoke("restyle", tmp_path)
     # the restyled copies are of the real subset's images and keep their labels
     real = json.loads((out / "data" / "real-10pct" / "annotations" / "instances.json").read_text())
     restyled = open_run(out / "data" / "restyled")
@@ -255,6 +263,24 @@ def test_restyle_smoke_profile_writes_results(tmp_path):
     per_image = {i["id"]: sum(a["image_id"] == i["id"] for a in real["annotations"]) for i in real["images"]}
     assert all(t.source_index + 1 in per_image for t in restyled.tasks())
     assert len(exported["annotations"]) == sum(per_image[t.source_index + 1] for t in restyled.tasks())
+
+
+@pytest.mark.slow
+def test_layout_smoke_profile_rearranges_the_real_subsets_instances(tmp_path):
+    from synthscene.store import open_run
+
+    out = _run_derived_smoke("layout", tmp_path)
+    # one layout per real image, made of the real subset's shapes only: every sampled object
+    # is a shape of the pool (a real instance of the subset), and the export holds them all
+    real = json.loads((out / "data" / "real-10pct" / "annotations" / "instances.json").read_text())
+    run = open_run(out / "data" / "layout")
+    tasks = run.tasks()
+    assert len(tasks) == len(real["images"])
+    assert all(1 <= len(t.placements) <= 4 for t in tasks)
+    assert Path(run.spec.layout.source.path) == out / "data" / "real-10pct" / "annotations" / "instances.json"
+    exported = json.loads((out / "data" / "layout-coco" / "annotations" / "instances.json").read_text())
+    assert len(exported["images"]) == len(tasks)
+    assert len(exported["annotations"]) == sum(len(t.placements) for t in tasks)
 
 
 @pytest.mark.slow

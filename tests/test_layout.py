@@ -234,6 +234,29 @@ def test_sampled_layouts_place_visible_shapes_and_infer_missing_parts(controlnet
     assert seen_inferred
 
 
+def test_the_shape_pool_keeps_only_whole_shapes_unless_asked_for_all():
+    """A shape another object touches (covers) or the border cuts is left out of a whole-only
+    pool: rearranged, its visible part would be a new shape."""
+    from synthscene.layout.compose import is_whole, shape_pool
+
+    masks = np.zeros((4, 16, 16), bool)
+    masks[0, 2:6, 2:6] = True  # alone
+    masks[1, 8:12, 2:6] = True  # touches 2
+    masks[2, 8:12, 6:10] = True
+    masks[3, 0:4, 12:15] = True  # cut by the top border
+    assert [is_whole(masks, k) for k in range(4)] == [True, False, False, False]
+
+    class Source:
+        def __len__(self):
+            return 1
+
+        def instances(self, index):
+            return Instances.from_masks(masks, np.array([0, 1, 1, 2]))
+
+    assert [p.class_id for p in shape_pool(Source(), {0, 1, 2}, 1, whole_only=True)] == [0]
+    assert [p.class_id for p in shape_pool(Source(), {0, 1, 2}, 1)] == [0, 1, 1, 2]
+
+
 def test_layout_specs_that_cannot_work_are_refused_before_anything_is_written(controlnet_run, tiny_world,
                                                                                tiny_pipeline_dir, tmp_path):
     from synthscene.methods import layout as method
@@ -291,6 +314,7 @@ def test_the_shipped_controlnet_fits_the_embedded_model_and_the_world():
 def test_the_example_spec_runs_on_the_shipped_models(small_world, tmp_path):
     """examples/shapes-layout.yaml with the embedded model, ControlNet and part model, on a
     world without part maps, so every box and star gets inferred parts."""
+    from synthscene.methods.layout import read_control_info
     from synthscene.spec import load_spec, validate_spec
     from synthscene.store import Run
     from tests.helpers import make_run
@@ -309,3 +333,5 @@ def test_the_example_spec_runs_on_the_shipped_models(small_world, tmp_path):
         assert list(sample.instances.data["parts_inferred"]) == list(aware)
         assert np.array_equal(sample.parts > 0, np.isin(sample.semantic, [3, 5]))
         assert sample.image.shape == (32, 32, 3)
+        # the spec leaves the conditioning scale to the ControlNet: the one chosen for it
+        assert sample.extra["conditioning_scale"] == read_control_info("embedded")["conditioning_scale"] == 2.0

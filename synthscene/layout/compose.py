@@ -41,9 +41,11 @@ class Placement:
         return cls(*(int(v) for v in row))
 
 
-def shape_pool(source, class_ids: set[int], max_images: int, parts_of=None) -> list[PoolShape]:
+def shape_pool(source, class_ids: set[int], max_images: int, parts_of=None, whole_only: bool = False
+               ) -> list[PoolShape]:
     """The instance shapes of ``class_ids`` in the first ``max_images`` images of a source
-    (anything with ``len``, ``instances(i)``); ``parts_of(i)`` gives image i's part map."""
+    (anything with ``len``, ``instances(i)``); ``parts_of(i)`` gives image i's part map.
+    ``whole_only``: only shapes that are whole (``is_whole``)."""
     pool = []
     for index in range(min(max_images, len(source))):
         instances = source.instances(index)
@@ -52,7 +54,7 @@ def shape_pool(source, class_ids: set[int], max_images: int, parts_of=None) -> l
         part_map = None
         for k, class_id in enumerate(instances.class_id):
             mask = instances.masks[k]
-            if int(class_id) not in class_ids or not mask.any():
+            if int(class_id) not in class_ids or not mask.any() or (whole_only and not is_whole(instances.masks, k)):
                 continue
             if part_map is None and parts_of is not None:
                 part_map = parts_of(index)
@@ -61,6 +63,17 @@ def shape_pool(source, class_ids: set[int], max_images: int, parts_of=None) -> l
             parts = None if part_map is None else np.where(mask, part_map, 0)[box].astype(np.uint8)
             pool.append(PoolShape(int(class_id), mask[box], parts))
     return pool
+
+
+def is_whole(masks: np.ndarray, k: int) -> bool:
+    """Instance ``k`` touches neither another instance nor the image border, so nothing
+    covers or cuts its visible shape: rearranged, a covered or cut shape would be a new one."""
+    mask = masks[k]
+    if mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any():
+        return False
+    others = np.delete(masks, k, axis=0).any(0)
+    grown = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    return not (grown & others).any()
 
 
 def scaled(shape: PoolShape, side: int) -> tuple[np.ndarray, np.ndarray | None]:

@@ -77,7 +77,7 @@ class LayoutSourceData:
         wanted = params.classes or tuple(self.spec.class_names)
         ids = {self.spec.class_names.index(name) for name in wanted}
         parts_of = self.part_map if self.part_schema is not None else None
-        return shape_pool(self.source, ids, params.shape_images, parts_of)
+        return shape_pool(self.source, ids, params.shape_images, parts_of, params.whole_shapes)
 
     def layout(self, task: Task, size: tuple[int, int]) -> Layout:
         if task.source_index is not None:
@@ -129,11 +129,12 @@ def plan(spec: LayoutDatasetSpec) -> list[Task]:
     by_class: dict[int, list[int]] = {}
     for k, shape in enumerate(pool):
         by_class.setdefault(shape.class_id, []).append(k)
-    wanted = params.sampled.classes or tuple(spec.class_names)
-    missing = [name for name in wanted if spec.class_names.index(name) not in by_class]
-    if missing:
-        raise ValueError(f"the first {params.sampled.shape_images} source images have no instance of "
-                         f"{', '.join(missing)} to sample layouts from")
+    # classes named in the spec must all be there; by default, whichever the source has
+    missing = [name for name in params.sampled.classes if spec.class_names.index(name) not in by_class]
+    if missing or not by_class:
+        whole = " whole (whole_shapes: touching no other object and no border)" if params.sampled.whole_shapes else ""
+        raise ValueError(f"the first {params.sampled.shape_images} source images have no{whole} instance of "
+                         f"{', '.join(missing or spec.class_names)} to sample layouts from")
     height, width = sampled_size(spec)
     for index in range(spec.num_samples):
         seed = sample_seed(spec.seed, index)
@@ -170,6 +171,12 @@ def read_control_info(controlnet: str) -> dict:
     """``control.json`` of a train-controlnet run ({} for a ControlNet of elsewhere)."""
     path = Path(resolve_embedded(controlnet, EMBEDDED_CONTROLNET_DIR)) / "control.json"
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def conditioning_scale(spec_value: float | None, info: dict) -> float:
+    """The spec's conditioning scale, else the one chosen for the ControlNet (its
+    ``control.json``), else diffusers' default 1."""
+    return float(spec_value if spec_value is not None else info.get("conditioning_scale", 1.0))
 
 
 def part_model_folder(part_model: str) -> str:
@@ -294,6 +301,7 @@ class Worker:
         self.pipe = StableDiffusionControlNetPipeline(**pipe.components, controlnet=controlnet.to(device))
         self.pipe.set_progress_bar_config(disable=True)
         self.info = read_control_info(params.controlnet)
+        self.conditioning_scale = conditioning_scale(params.conditioning_scale, self.info)
         self.data = LayoutSourceData(spec)
         self.part_model = PartModel.load(part_model_folder(params.part_model), device) if params.part_model else None
         # the ControlNet's part channels, and the source's and part model's parts in their order
@@ -346,7 +354,7 @@ class Worker:
         with torch.no_grad():
             out = self.pipe(task.caption, image=self.control(layout), height=height, width=width,
                             num_inference_steps=sampler.steps, guidance_scale=sampler.guidance,
-                            controlnet_conditioning_scale=self.spec.layout.conditioning_scale,
+                            controlnet_conditioning_scale=self.conditioning_scale,
                             generator=sample_generator(task.seed), output_type="np").images[0]
         image = (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
         from dataclasses import replace
@@ -354,5 +362,6 @@ class Worker:
         instances = replace(layout.instances, data={**layout.instances.data, "parts_inferred": np.array(inferred, bool)})
         extra = {"source_index": task.source_index} if task.source_index is not None else \
             {"placements": [p.to_json() for p in task.placements]}
+        extra["conditioning_scale"] = self.conditioning_scale
         return Sample(task.index, task.seed, task.caption, image, instances, layout.semantic,
                       tuple(sorted({int(c) for c in instances.class_id})), {}, extra, layout.parts)
