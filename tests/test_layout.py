@@ -284,6 +284,34 @@ def test_layout_specs_that_cannot_work_are_refused_before_anything_is_written(co
         method.check(spec, method.plan(spec))
 
 
+def test_a_segmentation_controlnet_of_elsewhere_draws_layouts_through_the_ade20k_palette(
+        tiny_world, tiny_pipeline_dir, tmp_path):
+    """A 3-channel ControlNet folder without control.json (as lllyasviel/sd-controlnet-seg is),
+    saved and reloaded offline: the spec's classes are painted in their ADE20K colours, the
+    samples are labelled with their layouts, the conditioning scale is diffusers' 1."""
+    from diffusers import StableDiffusionPipeline
+
+    from synthscene.formats.coco import read_coco
+    from synthscene.store import Run
+    from synthscene.train.controlnet import build_controlnet
+    from tests.helpers import make_run
+
+    base = StableDiffusionPipeline.from_pretrained(tiny_pipeline_dir, local_files_only=True)
+    vae_factor = 2 ** (len(base.vae.config.block_out_channels) - 1)
+    build_controlnet(base.unet, vae_factor, 3).save_pretrained(tmp_path / "seg", safe_serialization=True)
+    spec = _layout_spec(tiny_world, tiny_pipeline_dir, tmp_path / "seg", palette="ade20k",
+                        ade20k_classes={"ball": "ball", "leaf": "plant", "box": "box", "hat": "apparel",
+                                        "star": "flag", "ring": "plaything"})
+    samples = list(Run(make_run(spec, tmp_path / "run")).samples())
+    source = read_coco(tiny_world / "annotations" / "instances_train.json", [tiny_world])
+    assert len(samples) == 4
+    for sample in samples:
+        truth = source.instances(sample.extra["source_index"])
+        assert np.array_equal(sample.instances.masks, truth.masks)
+        assert sample.extra["conditioning_scale"] == 1.0 and sample.parts is None
+        assert sample.image.dtype == np.uint8 and sample.image.std() > 0
+
+
 def test_an_ade20k_control_paints_each_class_in_its_palette_colour():
     from synthscene.methods.layout import ade20k_control, ade20k_palette
 
