@@ -19,6 +19,14 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 # options the trainers of one run folder share (train-grounding, train-parts, train-controlnet)
 ResumeRun = Annotated[bool, typer.Option(help="Continue the run in --out where it stopped.")]
 TorchDevice = Annotated[str, typer.Option(help="Torch device, e.g. cuda.")]
+TrainSteps = Annotated[int | None, typer.Option(help="Training steps.")]
+RunSeed = Annotated[int | None, typer.Option(help="Run seed (batches, noise, initial weights).")]
+
+
+def _trainer_config(config_class, given: dict, base: dict | None = None):
+    """A trainer's settings: ``base`` (e.g. a config file's), overridden by the options the
+    user gave (None: not given, so the setting's default or ``base`` stands)."""
+    return config_class.model_validate({**(base or {}), **{k: v for k, v in given.items() if v is not None}})
 
 
 def _friendly_errors(func):
@@ -252,11 +260,10 @@ def train_grounding_command(
         values = load_yaml(config, "config file") or {}
         if not isinstance(values, dict):
             raise ValueError(f"{config}: expected a mapping of settings")
-    values.update({"teacher": teacher, "model": model, "base_classes": _names(base), "novel_classes": _names(novel)})
-    given = {"images_per_base_class": images_per_base_class, "images_per_novel_class": images_per_novel_class,
+    given = {"teacher": teacher, "model": model, "base_classes": _names(base), "novel_classes": _names(novel),
+             "images_per_base_class": images_per_base_class, "images_per_novel_class": images_per_novel_class,
              "steps": steps, "batch_size": batch_size, "seed": seed}
-    values.update({k: v for k, v in given.items() if v is not None})
-    run = train_grounding(GroundingTrainConfig.model_validate(values), out, resume=resume, device=device,
+    run = train_grounding(_trainer_config(GroundingTrainConfig, given, values), out, resume=resume, device=device,
                           images_from=images_from)
     typer.echo(f"saved {run}/head.safetensors")
 
@@ -269,9 +276,9 @@ def train_parts_command(
                                            "images/, the part list in world.json or parts.json.")] = "runs/shapes-world",
     max_images: Annotated[int | None, typer.Option(help="Read only the first N train images.")] = None,
     supports: Annotated[int | None, typer.Option(help="Support shapes per query (k).")] = None,
-    steps: Annotated[int | None, typer.Option(help="Training steps.")] = None,
+    steps: TrainSteps = None,
     batch_size: Annotated[int | None, typer.Option(help="Query shapes per step.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Run seed (batches, supports, initial weights).")] = None,
+    seed: RunSeed = None,
     resume: ResumeRun = False,
     device: TorchDevice = "cpu",
 ):
@@ -280,8 +287,7 @@ def train_parts_command(
 
     given = {"data": data, "max_images": max_images, "supports": supports, "steps": steps,
              "batch_size": batch_size, "seed": seed}
-    config = PartsTrainConfig.model_validate({k: v for k, v in given.items() if v is not None})
-    run = train_parts(config, out, resume=resume, device=device)
+    run = train_parts(_trainer_config(PartsTrainConfig, given), out, resume=resume, device=device)
     typer.echo(f"saved {run}/parts.safetensors")
 
 
@@ -295,10 +301,10 @@ def train_controlnet_command(
     split: Annotated[str, typer.Option(help="The dataset folder's split.")] = "train",
     model: Annotated[str, typer.Option(help="The frozen pipeline: 'embedded', a folder or a hub id.")] = "embedded",
     max_images: Annotated[int | None, typer.Option(help="Use only the first N images.")] = None,
-    steps: Annotated[int | None, typer.Option(help="Training steps.")] = None,
+    steps: TrainSteps = None,
     batch_size: Annotated[int | None, typer.Option(help="Images per step.")] = None,
     learning_rate: Annotated[float | None, typer.Option(help="AdamW learning rate.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Run seed (batches, noise, drops, initial weights).")] = None,
+    seed: RunSeed = None,
     resume: ResumeRun = False,
     max_minutes: Annotated[float | None, typer.Option(help="Checkpoint and stop after this many minutes "
                                                            "(continue with --resume).")] = None,
@@ -309,8 +315,8 @@ def train_controlnet_command(
 
     given = {"data": data, "split": split, "model": model, "max_images": max_images, "steps": steps,
              "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed}
-    config = ControlNetTrainConfig.model_validate({k: v for k, v in given.items() if v is not None})
-    saved = train_controlnet(config, out, resume=resume, device=device, max_minutes=max_minutes)
+    saved = train_controlnet(_trainer_config(ControlNetTrainConfig, given), out, resume=resume, device=device,
+                             max_minutes=max_minutes)
     typer.echo(f"saved {saved}" if saved.name == "controlnet" else
                f"stopped after {max_minutes} min; checkpoints in {saved}: continue with --resume")
 
