@@ -28,13 +28,14 @@ import numpy as np
 from tqdm import tqdm
 
 from synthscene.capture import CaptureConfig
-from synthscene.capture.tokens import attention_word, token_indices
+from synthscene.capture.tokens import attention_word
 from synthscene.codecs import IGNORE_INDEX
 from synthscene.evaluation.semantic import confusion_matrix, miou_from_confusion
 from synthscene.label.mosaic import region_instances, region_objectness
 from synthscene.methods import mosaic, text2labels
 from synthscene.methods.mosaic import class_words, generate_mosaic, region_class_errors
 from synthscene.methods.text2labels import capture_batch, label_sample
+from synthscene.models.families import family_of
 from synthscene.models.load import load_pipeline
 from synthscene.models.schedulers import set_scheduler
 from synthscene.plan import sample_generator
@@ -64,7 +65,7 @@ def mosaic_quality(spec_path: str, images: int, device: str = "cpu") -> None:
         result = generate_mosaic(pipe, list(task.region_prompts), layout, spec.sampler.steps, spec.sampler.guidance,
                                  sample_generator(task.seed), params.batched,
                                  CaptureConfig(cross_resolutions=(), step_window=params.step_window))
-        objectness = [region_objectness(result.cross[k], token_indices(pipe.tokenizer, prompt, attention_word(word))[0],
+        objectness = [region_objectness(result.cross[k], family_of(pipe).text_layout().object_tokens(prompt, [attention_word(word)]),
                                         layout) for k, (prompt, word) in enumerate(zip(task.region_prompts, task.words))]
         errors = (region_class_errors(pipe, result.latents, task, params, class_words(spec))
                   if params.min_class_gain is not None else None)
@@ -130,7 +131,7 @@ def main() -> None:
             tick = time.perf_counter()
             captured = capture_batch(pipe, batch, spec.model_copy(update={"text2labels": recipe}))
             for name, labelling in variants[recipe_name].items():
-                semantics = [label_sample(pipe.tokenizer, captured, b, task, labelling, n - 1).semantic
+                semantics = [label_sample(family_of(pipe).text_layout(), captured, b, task, labelling, n - 1).semantic
                              for b, task in enumerate(batch)]
                 for image, semantic in zip(captured.images, semantics):
                     truth = oracle_semantic(image)

@@ -27,6 +27,7 @@ from synthscene.codecs import IGNORE_INDEX
 from synthscene.evaluation.semantic import confusion_matrix, miou_from_confusion
 from synthscene.methods import text2labels
 from synthscene.methods.text2labels import capture_batch, label_sample
+from synthscene.models.families import family_of
 from synthscene.models.load import load_pipeline
 from synthscene.models.schedulers import set_scheduler
 from synthscene.spec import load_spec
@@ -65,7 +66,7 @@ def main() -> None:
             truths = [oracle_semantic(image) for image in captured.images]
             for k, labelling in enumerate(labellings):
                 for b, task in enumerate(batch):
-                    semantic = label_sample(pipe.tokenizer, captured, b, task, labelling, n - 1).semantic
+                    semantic = label_sample(family_of(pipe).text_layout(), captured, b, task, labelling, n - 1).semantic
                     confusion[k] += confusion_matrix(semantic, truths[b], n, ignore_index=IGNORE_INDEX)
     for entry, matrix in zip(grid, confusion):
         miou, per_class = miou_from_confusion(matrix)

@@ -48,6 +48,7 @@ from synthscene.codecs import IGNORE_INDEX
 from synthscene.evaluation.semantic import confusion_matrix, miou_from_confusion
 from synthscene.methods import text2labels
 from synthscene.methods.text2labels import capture_batch, label_sample
+from synthscene.models.families import family_of
 from synthscene.models.load import load_pipeline
 from synthscene.models.schedulers import set_scheduler
 from synthscene.spec import ClassSpec, load_spec
@@ -133,13 +134,13 @@ def main() -> None:
             for name, params in settings.items():
                 entry = stats[name]
                 for b, task in enumerate(batch):
-                    sample = label_sample(pipe.tokenizer, captured, b, task, params, len(everything.classes))
+                    sample = label_sample(family_of(pipe).text_layout(), captured, b, task, params, len(everything.classes))
                     if name == "off":  # evidence is measured before any threshold: one setting holds it all
                         evidence_rows += [{"set": set_name, "index": task.index, "prompt": task.prompt, **row,
                                            "unknown": row["class_id"] >= len(CLASS_NAMES),
                                            "oracle_pixels": int((truths[b] == row["class_id"] + 1).sum()),
                                            "label_pixels": int((sample.semantic == row["class_id"] + 1).sum())}
-                                          for row in evidence_of(pipe.tokenizer, captured, b, task, capture_params,
+                                          for row in evidence_of(family_of(pipe).text_layout(), captured, b, task, capture_params,
                                                                  len(everything.classes))]
                     labelled = {int(c) for c in sample.instances.class_id}
                     named_world = [c for c in task.class_ids if c < len(CLASS_NAMES)]
@@ -172,15 +173,15 @@ def main() -> None:
     print(json.dumps(result))
 
 
-def evidence_of(tokenizer, captured, b: int, task, params, num_classes: int) -> list[dict]:
+def evidence_of(text_layout, captured, b: int, task, params, num_classes: int) -> list[dict]:
     """The not-drawn check's evidence per named class of sample ``b`` (``extra["class_evidence"]``)."""
-    sample = label_sample(tokenizer, captured, b, task, params, num_classes)
+    sample = label_sample(text_layout, captured, b, task, params, num_classes)
     return sample.extra.get("class_evidence", [])
 
 
 def mosaic_regions(args) -> None:
     from synthscene.capture import CaptureConfig
-    from synthscene.capture.tokens import attention_word, token_indices
+    from synthscene.capture.tokens import attention_word
     from synthscene.label.mosaic import region_instances, region_objectness
     from synthscene.methods import mosaic
     from synthscene.methods.mosaic import class_words, generate_mosaic, region_class_errors
@@ -207,7 +208,7 @@ def mosaic_regions(args) -> None:
         result = generate_mosaic(pipe, list(task.region_prompts), task.layout, spec.sampler.steps,
                                  spec.sampler.guidance, sample_generator(task.seed), params.batched,
                                  CaptureConfig(cross_resolutions=(), step_window=params.step_window))
-        objectness = [region_objectness(result.cross[k], token_indices(pipe.tokenizer, prompt, attention_word(word))[0],
+        objectness = [region_objectness(result.cross[k], family_of(pipe).text_layout().object_tokens(prompt, [attention_word(word)]),
                                         task.layout)
                       for k, (prompt, word) in enumerate(zip(task.region_prompts, task.words))]
         # every row any setting needs, once; each setting only relabels

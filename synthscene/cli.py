@@ -80,7 +80,7 @@ def world(
 def train_generator_command(
     data: Annotated[str, typer.Option(help="Folder with metadata.jsonl, a .jsonl, or a COCO captions .json.")],
     out: Annotated[Path, typer.Option(help="Run folder: checkpoints/, loss.jsonl, model/.")],
-    architecture: Annotated[str, typer.Option(help="From-scratch architecture: shapes or tiny.")] = "shapes",
+    architecture: Annotated[str, typer.Option(help="From-scratch architecture: shapes, shapes-mmdit (SD3), tiny or tiny-mmdit.")] = "shapes",
     init: Annotated[str | None, typer.Option(help="Fine-tune this pipeline (hub id or folder) instead.")] = None,
     image_root: Annotated[str | None, typer.Option(help="Root of relative image paths (COCO captions).")] = None,
     classes_from_annotations: Annotated[bool, typer.Option(

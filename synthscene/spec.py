@@ -27,7 +27,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 # the names synthscene.models.schedulers maps to diffusers classes (kept here: no diffusers import)
-SCHEDULERS = ("ddim", "ddpm", "pndm", "euler", "euler_ancestral", "dpm_solver", "unipc")
+SCHEDULERS = ("ddim", "ddpm", "pndm", "euler", "euler_ancestral", "dpm_solver", "unipc", "flow_match_euler")
+FLOW_MATCHING_SCHEDULERS = ("flow_match_euler",)  # for SD3 / FLUX; the others are for noise-prediction models
 
 
 class SpecError(ValueError):
@@ -51,6 +52,8 @@ class SamplerSpec(_Strict):
     scheduler: str = "ddim"
     steps: int = Field(25, ge=1, le=1000)
     guidance: float = Field(7.5, ge=0.0)
+    # (height, width) in px of a generated image; None: the model's native size (text2labels)
+    size: tuple[int, int] | None = None
 
     @field_validator("scheduler")
     @classmethod
@@ -58,6 +61,24 @@ class SamplerSpec(_Strict):
         if value not in SCHEDULERS:
             raise ValueError(f"unknown scheduler {value!r}; choose one of {', '.join(SCHEDULERS)}")
         return value
+
+    def check_model(self, info) -> None:
+        """Refuse a scheduler of the other kind than the model was trained for (from
+        ``models.info.ModelInfo``): flow matching (SD3, FLUX) or noise prediction (SD, SDXL)."""
+        if self.size is not None:
+            multiple = info.vae_factor * info.latent_multiple
+            if self.size[0] % multiple or self.size[1] % multiple or min(self.size) <= 0:
+                raise ValueError(f"sampler.size {self.size[0]}x{self.size[1]} px: this {info.family} model needs sides "
+                                 f"that are positive multiples of {multiple} px (VAE factor {info.vae_factor} x "
+                                 f"{info.latent_multiple} latent pixels per {'token' if info.patch_size > 1 else 'level'})")
+        if (self.scheduler in FLOW_MATCHING_SCHEDULERS) == info.flow_matching:
+            return
+        if info.flow_matching:
+            raise ValueError(f"sampler.scheduler {self.scheduler!r} is for noise-prediction models; this "
+                             f"{info.family} model was trained with flow matching: set sampler.scheduler: "
+                             f"{FLOW_MATCHING_SCHEDULERS[0]}")
+        raise ValueError(f"sampler.scheduler {self.scheduler!r} is for flow-matching models (SD3, FLUX); this "
+                         f"{info.family} model predicts noise: use e.g. ddim")
 
 
 class ClassifierSpec(_Strict):
@@ -79,12 +100,9 @@ class ClassifierSpec(_Strict):
     min_context_margin: float | None = Field(0.02, ge=-1.0, lt=1.0)
 
     def check_model(self, info, user: str, instead: str) -> None:
-        """Refuse, from the model's configs (``models.info.ModelInfo``), one the classifier
-        cannot run on: it needs a UNet conditioned on text alone (SD 1.x / 2.x) and timesteps
-        inside its training schedule. ``user``: what needs it; ``instead``: the way out."""
-        if info.extra_conditioning:
-            raise ValueError(f"{user} classifies regions with a text-conditioned UNet (SD 1.x / 2.x); this model "
-                             f"needs extra conditioning (SDXL): {instead}")
+        """Refuse, from the model's configs (``models.info.ModelInfo``), classifier timesteps
+        outside its training schedule (every family runs the classifier through its adapter).
+        ``user``: what needs it; ``instead``: the way out."""
         if max(self.classifier_timesteps) >= info.train_timesteps:
             raise ValueError(f"classifier_timesteps {self.classifier_timesteps} must be below the model's "
                              f"{info.train_timesteps} training timesteps")

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from synthscene.capture import encode_for_store
 from synthscene.label.attention_maps import objectness_map
 from synthscene.label.classify import PresenceErrors, assign_segments, class_evidence, denoising_errors
 from synthscene.label.refine import blend_alpha, colour_segments, grabcut_foreground, matte_regions
+from synthscene.models.families import family_of
 from synthscene.world.classes import CLASS_NAMES
 from synthscene.world.oracle import oracle_semantic
 from synthscene.world.render import render_scene
@@ -210,7 +210,7 @@ def test_objectness_skips_tokens_before_the_first_class_word():
     maps[0] = 1.0  # BOS everywhere
     maps[5, 1, 1] = 0.8  # the class word
     maps[9:, 2, 2] = 0.01  # padding, on another pixel
-    objectness = objectness_map({(4, 4): maps}, first_token=5)
+    objectness = objectness_map({(4, 4): maps}, list(range(5, maps.shape[0])))
     assert objectness[1, 1] == 1.0 and 0 < objectness[2, 2] < 1.0 and objectness[0, 0] == 0.0
 
 
@@ -233,23 +233,22 @@ def test_diffusion_classifier_names_the_classes_of_a_world_image(embedded):
     with torch.no_grad():
         latents = embedded.vae.encode(image).latent_dist.mean[0] * embedded.vae.config.scaling_factor
     names = [CLASS_NAMES[c] for c in present]
-    embeddings = encode_for_store(embedded, names)
-    errors = denoising_errors(embedded.unet, embedded.scheduler, latents, embeddings, (850, 950), 3,
-                              torch.Generator().manual_seed(0))
+    family = family_of(embedded)
+    conditioning = family.encode_texts(names)
+    errors = denoising_errors(family, latents, conditioning, (850, 950), 3, torch.Generator().manual_seed(0))
     assert errors.shape == (2, 32, 32)
     for k, class_id in enumerate(present):
         region = torch.tensor(truth == class_id + 1)
         assert errors[k][region].mean() < errors[1 - k][region].mean(), names
-    again = denoising_errors(embedded.unet, embedded.scheduler, latents, embeddings, (850, 950), 3,
-                             torch.Generator().manual_seed(0))
+    again = denoising_errors(family, latents, conditioning, (850, 950), 3, torch.Generator().manual_seed(0))
     assert torch.equal(errors, again)
 
 
 def test_diffusion_classifier_rejects_bad_timesteps(embedded):
     latents = torch.zeros(4, 32, 32)
-    embeddings = encode_for_store(embedded, ["ball", "leaf"])
+    family = family_of(embedded)
     with pytest.raises(ValueError, match="timesteps"):
-        denoising_errors(embedded.unet, embedded.scheduler, latents, embeddings, (1000,), 1, torch.Generator())
+        denoising_errors(family, latents, family.encode_texts(["ball", "leaf"]), (1000,), 1, torch.Generator())
 
 
 def test_a_class_whose_word_alone_explains_no_more_than_no_text_was_not_drawn():

@@ -7,7 +7,9 @@ import yaml
 
 from synthscene.engine import local as local_backend
 from synthscene.methods import text2labels
+from synthscene.models.families import family_of
 from synthscene.models.info import pipeline_info
+from synthscene.models.text_layout import text_layout
 from synthscene.spec import SpecError, Text2LabelsSpec, load_spec, validate_spec
 from synthscene.store import from_record, open_run
 from tests.helpers import make_run as generate_dataset
@@ -120,7 +122,7 @@ def test_class_missing_from_prompt_is_refused():
     from synthscene.models.tokenizer import build_clip_tokenizer
     tokenizer = build_clip_tokenizer(10_000)
     with pytest.raises(ValueError, match="'ball' does not occur in the prompt"):
-        text2labels.check_task(tokenizer, text2labels.Task(0, 1, "a photo of a leaf", (0,), ("ball",)))
+        text2labels.check_task(text_layout("sd", {"tokenizer": tokenizer}), text2labels.Task(0, 1, "a photo of a leaf", (0,), ("ball",)))
 
 
 def test_lvis_style_names_are_said_plainly_and_labelled_by_id(tiny_pipeline_dir, tmp_path):
@@ -139,7 +141,7 @@ def test_lvis_style_names_are_said_plainly_and_labelled_by_id(tiny_pipeline_dir,
     # a name whose spoken form is missing from a prompt is named as the user wrote it
     from synthscene.models.tokenizer import build_clip_tokenizer
     with pytest.raises(ValueError, match=r"'ball' does not occur .*for the class 'ball_\(toy\)'"):
-        text2labels.check_task(build_clip_tokenizer(10_000), text2labels.Task(0, 1, "a photo of a leaf", (0,),
+        text2labels.check_task(text_layout("sd", {"tokenizer": build_clip_tokenizer(10_000)}), text2labels.Task(0, 1, "a photo of a leaf", (0,),
                                                                              ("ball_(toy)",)))
 
 
@@ -223,12 +225,12 @@ def test_ours_beats_faithful_on_the_embedded_model():
         captured = text2labels.capture_batch(pipe, tasks, spec.model_copy(update={"text2labels": params}))
         confusion = {name: np.zeros((7, 7), np.int64), "decided": np.zeros((7, 7), np.int64)}
         for b, task in enumerate(tasks):
-            sample = text2labels.label_sample(pipe.tokenizer, captured, b, task, params, 6)
+            sample = text2labels.label_sample(family_of(pipe).text_layout(), captured, b, task, params, 6)
             assert set(np.unique(sample.semantic).tolist()) - {0, 255} <= {c + 1 for c in task.class_ids}
             truth = oracle_semantic(sample.image)
             confusion[name] += confusion_matrix(sample.semantic, truth, 7)
             if name == "ours":
-                decided = text2labels.label_sample(pipe.tokenizer, captured, b, task, decided_params, 6)
+                decided = text2labels.label_sample(family_of(pipe).text_layout(), captured, b, task, decided_params, 6)
                 confusion["decided"] += confusion_matrix(decided.semantic, truth, 7)
                 assert 255 not in decided.semantic
                 band = sample.semantic == 255
@@ -266,7 +268,7 @@ def test_a_class_the_embedded_model_cannot_draw_claims_less_and_is_recorded():
     giraffes, balls = {"on": 0, "off": 0}, {"on": 0, "off": 0}
     for b, task in enumerate(tasks):
         for name, params in (("on", spec.text2labels), ("off", off)):
-            sample = text2labels.label_sample(pipe.tokenizer, captured, b, task, params, 2)
+            sample = text2labels.label_sample(family_of(pipe).text_layout(), captured, b, task, params, 2)
             labelled = set(sample.instances.class_id.tolist())
             assert sample.extra["not_drawn"] == [c for c in task.class_ids if c not in labelled]
             if name == "on":  # why: what the check measured, per class it was asked of
@@ -287,12 +289,9 @@ def test_a_class_the_embedded_model_cannot_draw_claims_less_and_is_recorded():
     assert balls["on"] >= balls["off"] - 1 and balls["on"] >= named.count(1) - 2, balls  # drawn balls stay
 
 
-def test_ours_refuses_an_sdxl_unet_before_writing_anything():
+def test_ours_refuses_classifier_timesteps_outside_the_schedule_before_writing_anything():
     from tests.tiny_models import tiny_pipeline
 
-    with pytest.raises(ValueError, match="faithful"):
-        text2labels.check_recipe(pipeline_info(tiny_pipeline("sdxl")), Text2LabelsSpec())
-    text2labels.check_recipe(pipeline_info(tiny_pipeline("sdxl")), Text2LabelsSpec(recipe="faithful"))
     with pytest.raises(ValueError, match="training timesteps"):
         text2labels.check_recipe(pipeline_info(tiny_pipeline("sd1")), Text2LabelsSpec(classifier_timesteps=(1200,)))
 

@@ -19,7 +19,8 @@ class CaptureConfig:
 
     Attributes:
         cross_resolutions: latent-grid sides (e.g. 16 for SD 1.5's 16x16 layers at 512 px)
-            whose cross-attention is summed; empty = every resolution.
+            whose cross-attention is summed; empty = every resolution. A transformer's layers
+            all work on one token grid, so SD3 and FLUX keep every layer whatever this says.
         self_resolution: the side whose self-attention is summed (None: no self-attention).
             At most 32: SD's 64x64 self-attention (4096 x 4096 per head) is never built.
         step_window: (first, last) fraction of the denoising steps to keep, end exclusive;
@@ -52,8 +53,10 @@ class AttentionStore:
     num_steps: int = 1
     guidance: bool = True
     class_embeddings: torch.Tensor | None = None
-    step: int = -1  # advanced by the UNet pre-hook, once per UNet call
-    latent_hw: tuple[int, int] = (0, 0)
+    step: int = -1  # advanced by the denoiser's pre-hook, once per call
+    latent_hw: tuple[int, int] = (0, 0)  # the call's latent grid (FLUX: its token grid)
+    text_tokens: int = 0  # the call's text length (FLUX single-stream layers split on it)
+    every_resolution: bool = False  # set for transformers: one token grid, nothing to choose
     cross_sums: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
     cross_counts: dict[tuple[int, int], int] = field(default_factory=dict)
     self_sum: torch.Tensor | None = None
@@ -79,7 +82,7 @@ class AttentionStore:
 
     def wants_cross(self, hw: tuple[int, int]) -> bool:
         sizes = self.config.cross_resolutions
-        return self.step_is_kept() and (not sizes or hw[0] in sizes or min(hw) in sizes)
+        return self.step_is_kept() and (not sizes or self.every_resolution or hw[0] in sizes or min(hw) in sizes)
 
     def wants_self(self, hw: tuple[int, int]) -> bool:
         side = self.config.self_resolution

@@ -38,12 +38,12 @@ def class_maps(cross_maps: dict[tuple[int, int], torch.Tensor], token_groups: li
     return torch.stack(per_resolution).mean(dim=0)
 
 
-def objectness_map(cross_maps: dict[tuple[int, int], torch.Tensor], first_token: int,
+def objectness_map(cross_maps: dict[tuple[int, int], torch.Tensor], object_tokens: list[int],
                    size: tuple[int, int] | None = None) -> torch.Tensor:
-    """Where the prompt's objects are: attention to every token from ``first_token`` on
-    (the class words, end-of-text and padding; not BOS and the words before the first
-    class), averaged over resolutions on one grid (default: the finest) and min-max
-    normalised.
+    """Where the prompt's objects are: attention to the ``object_tokens``, every token from the
+    first class word on (the class words, end-of-text and padding; not BOS and the words
+    before the first class; ``models.text_layout.TextLayout.object_tokens``), summed, averaged
+    over resolutions on one grid (default: the finest) and min-max normalised.
 
     Args:
         cross_maps: {(h, w): float [T, h, w]} mean cross-attention of one sample.
@@ -54,7 +54,7 @@ def objectness_map(cross_maps: dict[tuple[int, int], torch.Tensor], first_token:
         raise ValueError("no cross-attention maps were captured (check the capture resolutions)")
     size = size or max(cross_maps)
     total = torch.stack([
-        F.interpolate(maps[first_token:].sum(dim=0)[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+        F.interpolate(maps[list(object_tokens)].sum(dim=0)[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
         for maps in cross_maps.values()
     ]).mean(dim=0)
     return min_max_per_class(total[None])[0]

@@ -2,8 +2,10 @@
 
 A diffusion classifier (Li et al., "Your Diffusion Model is Secretly a Zero-Shot
 Classifier", ICCV 2023), per pixel: noise the generated latents to a few high timesteps
-and compare how well the UNet predicts that noise when told each class name. Where the
-class explains the pixels, its prediction error is lower. All classes see the same noise,
+and compare how well the denoiser predicts that noise when told each class name. Where the
+class explains the pixels, its prediction error is lower. Any family runs it through its
+adapter (``synthscene.models.families``): SD / SDXL predict the noise (or v), SD3 / FLUX the
+flow-matching velocity; the error is against what the model was trained to predict. All classes see the same noise,
 so their errors differ only by the condition. High noise levels matter: there the
 model must take an object's appearance from the text rather than from the image.
 """
@@ -20,16 +22,16 @@ from scipy.cluster.hierarchy import fcluster, linkage
 
 
 @torch.no_grad()
-def denoising_errors(unet, scheduler, latents: torch.Tensor, class_embeddings: torch.Tensor,
-                     timesteps: tuple[int, ...], repeats: int, generator: torch.Generator) -> torch.Tensor:
-    """Per-pixel noise-prediction error of one sample under each class condition.
+def denoising_errors(family, latents: torch.Tensor, conditioning, timesteps: tuple[int, ...], repeats: int,
+                     generator: torch.Generator) -> torch.Tensor:
+    """Per-pixel prediction error of one sample under each class condition.
 
     Args:
-        unet: a ``UNet2DConditionModel`` taking ``encoder_hidden_states`` only (SD 1.x / 2.x).
-        scheduler: its training schedule's ``alphas_cumprod`` is used to add noise.
-        latents: [C, h, w] clean latents of the generated image.
-        class_embeddings: [K, T, D] text-encoder states, one per class.
-        timesteps: training timesteps to noise to (e.g. (850, 950) of 1000).
+        family: the pipeline's ``models.families.Family`` (its denoiser, schedule, conditioning).
+        latents: [C, h, w] clean latents of the generated image (spatial, FLUX's unpacked).
+        conditioning: ``Conditioning`` of K texts (``family.encode_texts``), one per class.
+        timesteps: training timesteps to noise to (e.g. (850, 950) of 1000; flow matching:
+            sigma = t / 1000).
         repeats: noise draws per timestep.
         generator: the noise source (seed it from the sample's seed for reproducible labels).
     Returns:
@@ -37,25 +39,22 @@ def denoising_errors(unet, scheduler, latents: torch.Tensor, class_embeddings: t
     """
     if not timesteps or repeats < 1:
         raise ValueError("need at least one timestep and one repeat")
-    alphas = scheduler.alphas_cumprod.to(torch.float32)
-    if max(timesteps) >= len(alphas) or min(timesteps) < 0:
-        raise ValueError(f"classifier timesteps {timesteps} must lie in [0, {len(alphas)}) (the training schedule)")
-    if unet.config.addition_embed_type is not None:
-        raise ValueError("the diffusion classifier conditions on text only (SD 1.x / 2.x UNets); "
-                         "use recipe 'faithful' for this model")
-    num_classes = class_embeddings.shape[0]
+    limit = family.train_timesteps
+    if max(timesteps) >= limit or min(timesteps) < 0:
+        raise ValueError(f"classifier timesteps {timesteps} must lie in [0, {limit}) (the training schedule)")
+    num_classes = conditioning.states.shape[0]
     errors = torch.zeros(num_classes, *latents.shape[-2:])
     latents = latents.to(torch.float32)
     for timestep in timesteps:
-        alpha = alphas[timestep]
         for _ in range(repeats):
-            # drawn on the generator's device, so labels match across the UNet's devices
+            # drawn on the generator's device, so labels match across the denoiser's devices
             noise = torch.randn(latents.shape, generator=generator, device=generator.device).to(latents.device)
-            noisy = alpha.sqrt() * latents + (1 - alpha).sqrt() * noise
-            batch = noisy[None].expand(num_classes, -1, -1, -1).to(unet.device, unet.dtype)
-            t = torch.full((num_classes,), timestep, device=unet.device)
-            prediction = unet(batch, t, encoder_hidden_states=class_embeddings.to(unet.device, unet.dtype)).sample
-            errors += F.mse_loss(prediction.float().cpu(), noise.cpu()[None].expand_as(prediction), reduction="none").mean(1)
+            noisy, target = family.noised(latents, noise, timestep)
+            batch = noisy[None].expand(num_classes, -1, -1, -1).to(family.device, family.dtype)
+            t = torch.full((num_classes,), timestep, device=family.device)
+            prediction = family.denoise(batch, t, conditioning)
+            errors += F.mse_loss(prediction.float().cpu(), target.cpu()[None].expand_as(prediction),
+                                 reduction="none").mean(1)
     return errors / (len(timesteps) * repeats)
 
 

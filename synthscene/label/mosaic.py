@@ -34,11 +34,11 @@ class RegionInstance:
     context_margin: float = float("nan")  # its in-context rival margin (NaN when not asked or no rival)
 
 
-def region_objectness(cross: dict, first_token: int, layout) -> np.ndarray:
+def region_objectness(cross: dict, object_tokens: list[int], layout) -> np.ndarray:
     """float [H, W] in [0, 1] on a region's window at image resolution, from its captured
-    maps ``cross`` {(h, w): [T, h, w]} and the prompt's first class token."""
+    maps ``cross`` {(h, w): [T, h, w]} and the prompt's tokens from the class word on."""
     finest = max(cross)
-    objectness = objectness_map({finest: cross[finest]}, first_token)
+    objectness = objectness_map({finest: cross[finest]}, object_tokens)
     size = (layout.window[0] * layout.vae_factor, layout.window[1] * layout.vae_factor)
     objectness = F.interpolate(objectness[None, None], size=size, mode="bicubic", align_corners=False)[0, 0]
     return objectness.clamp(0, 1).numpy()

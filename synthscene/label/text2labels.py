@@ -40,10 +40,10 @@ def faithful_labels(image: np.ndarray, cross: dict, token_groups: list[list[int]
     return Labels(semantic, instances, {"small": dropped})
 
 
-def ours_labels(image: np.ndarray, cross: dict, first_token: int, self_attention: torch.Tensor | None,
+def ours_labels(image: np.ndarray, cross: dict, object_tokens: list[int], self_attention: torch.Tensor | None,
                 class_errors: torch.Tensor | None, class_ids, params, num_classes: int,
                 presence_errors: PresenceErrors | None = None) -> Labels:
-    """Our recipe: objectness from the prompt's tokens from ``first_token`` on, spread along
+    """Our recipe: objectness from the prompt's ``object_tokens`` (from the first class word on), spread along
     the self-attention, cut by GrabCut and a colour matte, split into colour segments,
     each segment classified by the denoising errors ``class_errors`` [K, h, w] (None: one
     named class, no check). With ``presence_errors`` (``PresenceErrors`` on the latent grid),
@@ -56,7 +56,7 @@ def ours_labels(image: np.ndarray, cross: dict, first_token: int, self_attention
     size = image.shape[:2]
     spread = self_attention is not None and params.objectness_self_attention_power > 0
     side = round(self_attention.shape[-1] ** 0.5) if spread else None
-    objectness = objectness_map(cross, first_token, (side, side) if spread else None)
+    objectness = objectness_map(cross, object_tokens, (side, side) if spread else None)
     if spread:
         objectness = min_max_per_class(refine_with_self_attention(
             objectness[None], self_attention, params.objectness_self_attention_power))[0]

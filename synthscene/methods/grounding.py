@@ -18,7 +18,7 @@ import numpy as np
 
 from synthscene.methods.text2labels import Task, check_task
 from synthscene.methods.text2labels import plan as plan_prompts
-from synthscene.models.info import load_tokenizer, model_info
+from synthscene.models.info import model_info, model_text_layout
 from synthscene.records import Instances, Sample
 from synthscene.spec import GroundingDatasetSpec
 
@@ -50,9 +50,9 @@ def check(spec: GroundingDatasetSpec, tasks: list[Task]) -> None:
                          f"embeddings; model {spec.model!r} gives {text_dim}: the head belongs to another model")
     if spec.sampler.steps < 2:
         raise ValueError("grounding reads the last denoising step's input: sampler.steps must be >= 2")
-    tokenizer = load_tokenizer(spec.model)
+    layout = model_text_layout(spec.model)
     for task in tasks:
-        check_task(tokenizer, task)
+        check_task(layout, task)
 
 
 class Worker:

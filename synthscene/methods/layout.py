@@ -214,7 +214,7 @@ def check(spec: LayoutDatasetSpec, tasks: list[Task]) -> None:
     if controlnet_config is not None:
         _check_architecture(controlnet_config, read_config(spec.model, "unet"))
     model = model_info(spec.model)
-    multiple = model.vae_factor * 2 ** (model.unet_levels - 1)
+    multiple = model.vae_factor * model.latent_multiple
     data = LayoutSourceData(spec)
     for task in tasks:
         size = data.source.size(task.source_index) if task.source_index is not None else sampled_size(spec)

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from synthscene.capture.tokens import attention_word, replace_phrase, token_indices, without_phrase
-from synthscene.models.info import ModelInfo, load_tokenizer, model_info
+from synthscene.capture.tokens import attention_word, replace_phrase, without_phrase
+from synthscene.models.info import ModelInfo, model_info, model_text_layout
 from synthscene.plan import Stream, sample_generator, sample_seed, stream_rng, stream_seed
 from synthscene.records import Sample
 from synthscene.spec import MosaicDatasetSpec, MosaicSpec
@@ -85,15 +85,17 @@ class MosaicLayout:
 def plan_layout(params: MosaicSpec, info: ModelInfo, rng: np.random.Generator) -> MosaicLayout:
     """A jittered grid of regions on the canvas, in latent pixels, for a model with the
     geometry ``info`` (``synthscene.models.info``)."""
-    vae_factor, native, multiple = info.vae_factor, info.latent_size, info.vae_factor * 8
+    vae_factor, native, multiple = info.vae_factor, info.latent_size, info.vae_factor * max(8, info.latent_multiple)
     rows, cols = params.grid
     region = params.region_size or (native * vae_factor, native * vae_factor)
     overlap = params.overlap or tuple(round(r * f / vae_factor) * vae_factor for r, f in zip(region, REFERENCE_OVERLAP))
     canvas = params.canvas or tuple(-(-(n * r - (n - 1) * o) // multiple) * multiple
                                     for n, r, o in zip((rows, cols), region, overlap))
     if any(side % multiple for side in canvas):
+        patch = (f"; its {info.family} denoiser needs latent sides divisible by {info.latent_multiple}"
+                 if info.patch_size > 1 else "")
         raise ValueError(f"canvas {canvas[0]}x{canvas[1]} px is not a multiple of {multiple} px "
-                         f"(the model's VAE factor {vae_factor} x 8)")
+                         f"(the model's VAE factor {vae_factor} x {multiple // vae_factor}{patch})")
     height, width = canvas[0] // vae_factor, canvas[1] // vae_factor
     ys = _jittered_splits(height, rows, params.jitter, rng)
     xs = _jittered_splits(width, cols, params.jitter, rng)
@@ -101,8 +103,8 @@ def plan_layout(params: MosaicSpec, info: ModelInfo, rng: np.random.Generator) -
     cells = tuple((max(0, ys[r] - half_y), min(height, ys[r + 1] + half_y),
                    max(0, xs[c] - half_x), min(width, xs[c + 1] + half_x))
                   for r in range(rows) for c in range(cols))
-    unet_multiple = 2 ** (info.unet_levels - 1)
-    window = tuple(min(side, -(-max(extent) // unet_multiple) * unet_multiple) for side, extent in
+    step = info.latent_multiple
+    window = tuple(min(side, -(-max(extent) // step) * step) for side, extent in
                    ((height, [c[1] - c[0] for c in cells]), (width, [c[3] - c[2] for c in cells])))
     windows = tuple((min(max(0, (y0 + y1 - window[0]) // 2), height - window[0]),
                      min(max(0, (x0 + x1 - window[1]) // 2), width - window[1])) for y0, y1, x0, x1 in cells)
@@ -142,38 +144,33 @@ def _generate_mosaic(pipe, prompts, layout, steps, guidance, generator, batched,
     import torch
 
     from synthscene.capture import AttentionStore
+    from synthscene.models.families import family_of
 
-    device, dtype = pipe.unet.device, pipe.unet.dtype
+    family = family_of(pipe)  # SD / SDXL UNets, SD3 / FLUX transformers: one loop
     count = len(prompts)
-    cfg = guidance > 1.0
-    cond, uncond = pipe.encode_prompt(prompts, device, 1, cfg)
-    states = torch.cat([uncond, cond]) if cfg else cond
-    weights = layout.weights().to(device, dtype)
-    height, width = layout.canvas
-    channels = pipe.unet.config.in_channels
-    latents = torch.randn((1, channels, height, width), generator=generator, device=generator.device)
-    latents = latents.to(device, dtype) * pipe.scheduler.init_noise_sigma
-    pipe.scheduler.set_timesteps(steps, device=device)
-    stores = [AttentionStore(capture, num_steps=steps, guidance=cfg) for _ in range(1 if batched else count)]
+    guided = family.guides(guidance)
+    conditioning = family.encode(prompts, guided)
+    weights = layout.weights().to(family.device, family.dtype)
+    latents = family.initial_latents((1, family.latent_channels, *layout.canvas), generator)
+    timesteps = family.start(steps, layout.window)
+    stores = [AttentionStore(capture, num_steps=steps, guidance=guided) for _ in range(1 if batched else count)]
     (wh, ww) = layout.window
-    for t in pipe.scheduler.timesteps:
+    for t in timesteps:
         crops = torch.cat([latents[:, :, y:y + wh, x:x + ww] for y, x in layout.windows])
         if batched:
-            with _maybe_capture(pipe.unet, stores[0] if capture else None):
-                noise = _guided(pipe, crops, t, states, guidance, cfg)
+            with _maybe_capture(family.denoiser, stores[0] if capture else None):
+                noise = family.predict(crops, t, conditioning, guidance)
         else:
-            noise = torch.cat([
-                _guided(pipe, crops[k : k + 1], t, states[k :: count] if cfg else states[k : k + 1], guidance, cfg)
-                if not capture else _captured(pipe, crops[k : k + 1], t, states[k :: count] if cfg else
-                                              states[k : k + 1], guidance, cfg, stores[k])
-                for k in range(count)
-            ])
+            noise = []
+            for k in range(count):
+                with _maybe_capture(family.denoiser, stores[k] if capture else None):
+                    noise.append(family.predict(crops[k : k + 1], t, conditioning.rows(k, count), guidance))
+            noise = torch.cat(noise)
         merged = torch.zeros_like(latents)
         for k, (y, x) in enumerate(layout.windows):
             merged[:, :, y:y + wh, x:x + ww] += weights[k, y:y + wh, x:x + ww] * noise[k : k + 1]
-        latents = pipe.scheduler.step(merged, t, latents).prev_sample
-    image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
-    image = ((image[0].float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+        latents = family.step(merged, t, latents)
+    image = family.decode(latents)
     cross = []
     if capture:
         for k in range(count):
@@ -182,29 +179,10 @@ def _generate_mosaic(pipe, prompts, layout, steps, guidance, generator, batched,
     return MosaicResult(image, cross, latents[0])
 
 
-def _guided(pipe, crops, t, states, guidance, cfg):
-    import torch
-
-    model_input = torch.cat([crops, crops]) if cfg else crops
-    model_input = pipe.scheduler.scale_model_input(model_input, t)
-    noise = pipe.unet(model_input, t, encoder_hidden_states=states).sample
-    if not cfg:
-        return noise
-    uncond, cond = noise.chunk(2)
-    return uncond + guidance * (cond - uncond)
-
-
-def _captured(pipe, crops, t, states, guidance, cfg, store):
+def _maybe_capture(denoiser, store):
     from synthscene.capture import capture_attention
 
-    with capture_attention(pipe.unet, store):
-        return _guided(pipe, crops, t, states, guidance, cfg)
-
-
-def _maybe_capture(unet, store):
-    from synthscene.capture import capture_attention
-
-    return capture_attention(unet, store) if store is not None else contextlib.nullcontext()
+    return capture_attention(denoiser, store) if store is not None else contextlib.nullcontext()
 
 
 @dataclass(frozen=True)
@@ -257,17 +235,15 @@ def plan(spec: MosaicDatasetSpec) -> list[Task]:
 def check(spec: MosaicDatasetSpec, tasks: list[Task]) -> None:
     """Every region prompt fits the text encoder and names its class; the not-drawn check
     can run on the model."""
+    info = model_info(spec.model)
+    spec.sampler.check_model(info)
     if spec.mosaic.min_class_gain is not None:
-        spec.mosaic.check_model(model_info(spec.model), "min_class_gain (the not-drawn check)",
-                                "set min_class_gain: null")
-    tokenizer = load_tokenizer(spec.model)
-    limit = tokenizer.model_max_length
+        spec.mosaic.check_model(info, "min_class_gain (the not-drawn check)", "set min_class_gain: null")
+    layout = model_text_layout(spec.model)
     for task in tasks:
         for prompt, word in zip(task.region_prompts, task.words):
-            if len(tokenizer(prompt).input_ids) > limit:
-                raise ValueError(f"region prompt of sample {task.index} is longer than {limit} tokens: "
-                                 f"{prompt[:80]!r}...")
-            token_indices(tokenizer, prompt, attention_word(word))
+            layout.check(prompt, f"region prompt of sample {task.index}")
+            layout.positions(prompt, attention_word(word))
 
 
 class Worker:
@@ -296,14 +272,16 @@ def mosaic_sample(pipe, task: Task, spec: MosaicDatasetSpec, sam=None) -> Sample
     ``SamRefiner`` whose box-prompted masks replace the instances' (within their region)."""
     from synthscene.capture import CaptureConfig
     from synthscene.label.mosaic import mosaic_labels, region_objectness
+    from synthscene.models.families import family_of
 
     params = spec.mosaic
     layout = task.layout
     capture = CaptureConfig(cross_resolutions=(), step_window=params.step_window)
     result = generate_mosaic(pipe, list(task.region_prompts), layout, spec.sampler.steps, spec.sampler.guidance,
                              sample_generator(task.seed), params.batched, capture)
-    objectness = [region_objectness(result.cross[k], token_indices(pipe.tokenizer, prompt, attention_word(word))[0],
-                                    layout) for k, (prompt, word) in enumerate(zip(task.region_prompts, task.words))]
+    text_layout = family_of(pipe).text_layout()
+    objectness = [region_objectness(result.cross[k], text_layout.object_tokens(prompt, [attention_word(word)]), layout)
+                  for k, (prompt, word) in enumerate(zip(task.region_prompts, task.words))]
     errors = (region_class_errors(pipe, result.latents, task, params, class_words(spec))
               if params.min_class_gain is not None else None)
     labels, kept = mosaic_labels(result.image, objectness, layout, task.class_ids, params, sam, errors)
@@ -323,9 +301,10 @@ def region_class_errors(pipe, latents, task: Task, params: MosaicSpec,
     check (``synthscene.label.mosaic.region_instances``)."""
     import torch
 
-    from synthscene.capture import encode_for_store
     from synthscene.label.classify import denoising_errors
+    from synthscene.models.families import family_of
 
+    family = family_of(pipe)
     layout = task.layout
     (wh, ww), factor = layout.window, layout.vae_factor
     # the classifier's own stream, so labels do not depend on how the canvas was batched
@@ -339,8 +318,8 @@ def region_class_errors(pipe, latents, task: Task, params: MosaicSpec,
             # a class said with this very word ("bow_(decoration)" for "bow") is no rival
             texts += [replace_phrase(prompt, word, rival) for c, rival in enumerate(spec_words)
                       if c != class_id and rival.lower() != word.lower()]
-        errors = denoising_errors(pipe.unet, pipe.scheduler, crop, encode_for_store(pipe, texts),
-                                  params.classifier_timesteps, params.classifier_repeats, generator)
+        errors = denoising_errors(family, crop, family.encode_texts(texts), params.classifier_timesteps,
+                                  params.classifier_repeats, generator)
         maps.append(torch.nn.functional.interpolate(errors[None], scale_factor=factor, mode="bilinear",
                                                     align_corners=False)[0].numpy())
     return maps

@@ -17,6 +17,11 @@ The image is generated from the prompt alone; labels are read while it is made.
   named class that was not drawn claims no pixels. Edge pixels that are a near-even blend
   of object and background colour are uncertain (255) in the semantic mask, as VOC marks
   object borders; instance masks keep them (cut at half and half).
+
+On SD3 and FLUX (joint attention: the text tokens change from block to block, so a separate
+class prompt has no keys inside the model), ``faithful`` reads the class words of the prompt
+itself. ``ours`` runs on every family: its classifier asks each family's denoiser through
+its adapter (``synthscene.models.families``).
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synthscene.capture.tokens import attention_word, replace_phrase, token_indices, without_phrase
-from synthscene.models.info import load_tokenizer, model_info
+from synthscene.capture.tokens import attention_word, replace_phrase, without_phrase
+from synthscene.models.info import model_info, model_text_layout
+from synthscene.models.text_layout import TextLayout
 from synthscene.plan import Stream, list_objects, sample_generator, sample_seed, stream_seed
 from synthscene.records import Sample
 from synthscene.spec import Text2LabelsDatasetSpec, Text2LabelsSpec
@@ -84,29 +90,39 @@ def plan(spec: Text2LabelsDatasetSpec) -> list[Task]:
 
 def check(spec: Text2LabelsDatasetSpec, tasks: list[Task]) -> None:
     """Refuse a recipe the model cannot run and prompts it cannot read, from its configs."""
-    check_recipe(model_info(spec.model), spec.text2labels)
-    tokenizer = load_tokenizer(spec.model)
+    info = model_info(spec.model)
+    spec.sampler.check_model(info)
+    check_recipe(info, spec.text2labels, spec.sampler.size)
+    layout = model_text_layout(spec.model)
     for task in tasks:
-        check_task(tokenizer, task)
+        check_task(layout, task, class_prompt_keys=not info.joint_attention)
 
 
-def check_recipe(info, params: Text2LabelsSpec) -> None:
+def check_recipe(info, params: Text2LabelsSpec, size: tuple[int, int] | None = None) -> None:
     """The ``ours`` recipe's diffusion classifier needs a text-only UNet and a training
-    schedule that reaches its timesteps."""
+    schedule that reaches its timesteps. On a transformer (one token grid) the self-attention
+    the recipe reads must be captured at that grid."""
     if params.recipe == "ours":
         params.check_model(info, "recipe 'ours'", "use recipe 'faithful'")
+    needs_self = params.recipe == "faithful" or params.objectness_self_attention_power > 0
+    if info.joint_attention and needs_self and params.self_resolution is not None:
+        grid = min(size) // info.vae_factor // info.latent_multiple if size else info.latent_size // info.latent_multiple
+        if params.self_resolution != grid:
+            raise ValueError(f"self_resolution {params.self_resolution}: this {info.family} model's layers all work on "
+                             f"its {grid}x{grid} token grid; set self_resolution: {grid}"
+                             + (" (or null: no self-attention refinement)" if grid > 32 else ""))
 
 
-def check_task(tokenizer, task: Task) -> None:
-    """Every class word must be in the prompt, inside the 77-token window."""
-    limit = tokenizer.model_max_length
-    if len(tokenizer(task.prompt).input_ids) > limit:
-        raise ValueError(f"prompt of sample {task.index} is longer than {limit} tokens: {task.prompt[:80]!r}...")
+def check_task(layout: TextLayout, task: Task, class_prompt_keys: bool = True) -> None:
+    """The prompt fits every text encoder, and every class word is in it (and, for class-prompt
+    keys, in the class prompt) inside the encoders' windows."""
+    layout.check(task.prompt, f"prompt of sample {task.index}")
     text, start = class_prompt(task)
     for word in task.words:
         try:
-            token_indices(tokenizer, task.prompt, attention_word(word))
-            token_indices(tokenizer, text, attention_word(word), start)
+            layout.positions(task.prompt, attention_word(word))
+            if class_prompt_keys:
+                layout.positions(text, attention_word(word), start)
         except ValueError as error:
             if word == attention_word(word):
                 raise
@@ -126,17 +142,19 @@ class Worker:
     """Loads the model once; maps a batch of tasks to labelled samples."""
 
     def __init__(self, spec: Text2LabelsDatasetSpec, device: str = "cpu"):
+        from synthscene.models.families import family_of
         from synthscene.models.load import load_pipeline
         from synthscene.models.schedulers import set_scheduler
 
         self.spec = spec
         self.pipe = load_pipeline(spec.model, device=device)
         set_scheduler(self.pipe, spec.sampler.scheduler)
-        check_recipe(model_info(spec.model), spec.text2labels)
+        check_recipe(model_info(spec.model), spec.text2labels, spec.sampler.size)
+        self.text_layout = family_of(self.pipe).text_layout()
 
     def __call__(self, tasks: list[Task]) -> list[Sample]:
         captured = capture_batch(self.pipe, tasks, self.spec)
-        return [label_sample(self.pipe.tokenizer, captured, b, task, self.spec.text2labels, len(self.spec.classes))
+        return [label_sample(self.text_layout, captured, b, task, self.spec.text2labels, len(self.spec.classes))
                 for b, task in enumerate(tasks)]
 
 
@@ -158,6 +176,7 @@ class CapturedBatch:
     cross: dict  # {(h, w): float [B, T, h, w]}; T: class-prompt tokens (faithful) or prompt tokens (ours)
     self_attention: object | None  # torch float [B, N, N]
     class_errors: list | None = None  # per sample ClassErrors or None (ours)
+    class_prompt_keys: bool = True  # faithful: maps over the class prompt's tokens (False: the prompt's)
 
 
 def capture_batch(pipe, tasks: list[Task], spec: Text2LabelsDatasetSpec) -> CapturedBatch:
@@ -165,16 +184,19 @@ def capture_batch(pipe, tasks: list[Task], spec: Text2LabelsDatasetSpec) -> Capt
     import torch
 
     from synthscene.capture import AttentionStore, CaptureConfig, capture_attention, encode_for_store
+    from synthscene.models.families import family_of
 
     params = spec.text2labels
     faithful = params.recipe == "faithful"
+    family = family_of(pipe)
     store = AttentionStore(
         CaptureConfig(cross_resolutions=params.cross_resolutions,
                       self_resolution=params.self_resolution if faithful or params.objectness_self_attention_power
                       else None,
                       step_window=params.step_window),
-        num_steps=spec.sampler.steps, guidance=spec.sampler.guidance > 1.0,
-        class_embeddings=encode_for_store(pipe, [class_prompt(t)[0] for t in tasks]) if faithful else None,
+        num_steps=spec.sampler.steps, guidance=family.guides(spec.sampler.guidance),
+        class_embeddings=(encode_for_store(pipe, [class_prompt(t)[0] for t in tasks])
+                          if faithful and not family.joint_attention else None),
     )
     final = {}
 
@@ -182,13 +204,20 @@ def capture_batch(pipe, tasks: list[Task], spec: Text2LabelsDatasetSpec) -> Capt
         final["latents"] = tensors["latents"]
         return tensors
 
-    with torch.no_grad(), capture_attention(pipe.unet, store):
-        images = pipe([t.prompt for t in tasks], num_inference_steps=spec.sampler.steps,
+    with torch.no_grad(), capture_attention(family.denoiser, store):
+        size = dict(zip(("height", "width"), spec.sampler.size)) if spec.sampler.size else {}
+        images = pipe([t.prompt for t in tasks], num_inference_steps=spec.sampler.steps, **size,
+                      **family.pipeline_kwargs(),
                       guidance_scale=spec.sampler.guidance, generator=[sample_generator(t.seed) for t in tasks],
                       output_type="np", callback_on_step_end=keep_latents).images
-    class_errors = None if faithful else [_class_errors(pipe, final["latents"][b], task, params, rival_words(spec, task))
-                                          for b, task in enumerate(tasks)]
-    return CapturedBatch((images * 255).round().astype(np.uint8), store.cross_maps(), store.self_map(), class_errors)
+    if faithful:
+        class_errors = None
+    else:
+        latents = family.spatial_latents(final["latents"], images.shape[1:3])
+        class_errors = [_class_errors(family, latents[b], task, params, rival_words(spec, task))
+                        for b, task in enumerate(tasks)]
+    return CapturedBatch((images * 255).round().astype(np.uint8), store.cross_maps(), store.self_map(), class_errors,
+                         class_prompt_keys=store.class_embeddings is not None)
 
 
 def rival_words(spec: Text2LabelsDatasetSpec, task: Task) -> list[str]:
@@ -200,7 +229,7 @@ def rival_words(spec: Text2LabelsDatasetSpec, task: Task) -> list[str]:
             if k not in task.class_ids and (word := attention_word(c.name)).lower() not in named]
 
 
-def _class_errors(pipe, latents, task: Task, params: Text2LabelsSpec, rivals: list[str]) -> ClassErrors | None:
+def _class_errors(family, latents, task: Task, params: Text2LabelsSpec, rivals: list[str]) -> ClassErrors | None:
     """Denoising errors of one sample under each named class and, for the not-drawn check,
     under its prompt, under its prompt without each class, (``min_context_margin``) under
     its prompt with each class's word replaced by each rival's, (``min_rival_margin``) under
@@ -215,7 +244,6 @@ def _class_errors(pipe, latents, task: Task, params: Text2LabelsSpec, rivals: li
         return None
     import torch
 
-    from synthscene.capture import encode_for_store
     from synthscene.label.classify import PresenceErrors, denoising_errors
 
     # its own noise stream, so labels do not depend on the batch the sample ran in; every
@@ -227,8 +255,8 @@ def _class_errors(pipe, latents, task: Task, params: Text2LabelsSpec, rivals: li
         texts += [task.prompt] + [without_phrase(task.prompt, w) for w in words]
         texts += [replace_phrase(task.prompt, w, rival) for w in words for rival in in_context]
         texts += alone + [""] if empty_row else []
-    errors = denoising_errors(pipe.unet, pipe.scheduler, latents, encode_for_store(pipe, texts),
-                              params.classifier_timesteps, params.classifier_repeats, generator)
+    errors = denoising_errors(family, latents, family.encode_texts(texts), params.classifier_timesteps,
+                              params.classifier_repeats, generator)
     if not check:
         return ClassErrors(errors)
     rows = iter(errors[count:])
@@ -244,22 +272,26 @@ def _class_errors(pipe, latents, task: Task, params: Text2LabelsSpec, rivals: li
     return ClassErrors(errors[:count], presence)
 
 
-def label_sample(tokenizer, captured: CapturedBatch, b: int, task: Task, params: Text2LabelsSpec,
+def label_sample(text_layout: TextLayout, captured: CapturedBatch, b: int, task: Task, params: Text2LabelsSpec,
                  num_classes: int) -> Sample:
-    """Semantic mask, instances and scores of sample ``b`` of a captured batch."""
+    """Semantic mask, instances and scores of sample ``b`` of a captured batch; ``text_layout``:
+    where the words sit in its maps' token axis (``family_of(pipe).text_layout()``)."""
     from synthscene.label.text2labels import faithful_labels, ours_labels
 
     image = captured.images[b]
     cross = {hw: m[b] for hw, m in captured.cross.items()}
     self_attention = None if captured.self_attention is None else captured.self_attention[b]
     if params.recipe == "faithful":
-        text, start = class_prompt(task)
-        groups = [token_indices(tokenizer, text, attention_word(w), start) for w in task.words]
+        if captured.class_prompt_keys:
+            text, start = class_prompt(task)
+            groups = [text_layout.positions(text, attention_word(w), start) for w in task.words]
+        else:  # joint attention: the prompt's own class words
+            groups = [text_layout.positions(task.prompt, attention_word(w)) for w in task.words]
         labels = faithful_labels(image, cross, groups, self_attention, task.class_ids, params, num_classes)
     else:
-        first = min(token_indices(tokenizer, task.prompt, attention_word(w))[0] for w in task.words)
+        objects = text_layout.object_tokens(task.prompt, [attention_word(w) for w in task.words])
         errors = captured.class_errors[b] or ClassErrors(None)
-        labels = ours_labels(image, cross, first, self_attention, errors.named, task.class_ids, params, num_classes,
+        labels = ours_labels(image, cross, objects, self_attention, errors.named, task.class_ids, params, num_classes,
                              errors.presence)
     drawn = {int(c) for c in labels.instances.class_id}
     # what the labeller found no trace of, although the caption named it

@@ -82,26 +82,56 @@ class ModelInfo:
     pipeline_class: str
     vae_factor: int  # image pixels per latent pixel
     latent_size: int  # the denoiser's native latent side
-    unet_levels: int  # the UNet's resolutions (latent sides must divide by 2 ** (levels - 1))
-    extra_conditioning: bool  # SDXL-style added text / time embeddings
+    unet_levels: int  # the UNet's resolutions (1 for a transformer: one token grid)
+    extra_conditioning: bool  # pooled text / time embeddings beside the token states (SDXL, SD3, FLUX)
     train_timesteps: int
     text_dim: int | None = None  # width of the (first) text encoder's token states
     unet_in_channels: int = 4  # 9: an inpainting UNet (latents + mask + masked image)
+    family: str = "sd"  # "sd", "sdxl", "sd3", "flux" (``models.text_layout.family_name``)
+    patch_size: int = 1  # latent pixels per token side (SD3: its patch; FLUX: 2, its packing)
+    flow_matching: bool = False  # trained with flow matching (SD3, FLUX): its scheduler is a FlowMatch one
+
+    @property
+    def latent_multiple(self) -> int:
+        """What every latent side must divide by: the UNet's downsampling or the token patch."""
+        return 2 ** (self.unet_levels - 1) * self.patch_size
+
+    @property
+    def joint_attention(self) -> bool:
+        return self.family in ("sd3", "flux")
+
+
+# FLUX's transformer config has no sample size; its pipeline's default is 1024 px = 128 latents
+_FLUX_LATENT_SIZE = 128
 
 
 @lru_cache(maxsize=8)
 def model_info(model: str) -> ModelInfo:
+    from synthscene.models.text_layout import family_name
+
     index = json.loads((model_folder(model) / "model_index.json").read_text())
-    unet, vae, scheduler = (read_config(model, c) for c in ("unet", "vae", "scheduler"))
+    denoiser_folder = "transformer" if "transformer" in index else "unet"
+    denoiser, vae, scheduler = (read_config(model, c) for c in (denoiser_folder, "vae", "scheduler"))
+    family = family_name(denoiser.get("_class_name", "UNet2DConditionModel"), denoiser)
+    return _info(index.get("_class_name", ""), family, denoiser, vae, scheduler, _text_width(model))
+
+
+def _info(pipeline_class: str, family: str, denoiser: dict, vae: dict, scheduler: dict,
+          text_dim: int | None) -> ModelInfo:
+    transformer = family in ("sd3", "flux")
+    patch = int(denoiser.get("patch_size", 1)) * (2 if family == "flux" else 1)
     return ModelInfo(
-        pipeline_class=index.get("_class_name", ""),
+        pipeline_class=pipeline_class,
         vae_factor=2 ** (len(vae["block_out_channels"]) - 1),
-        latent_size=int(unet["sample_size"]),
-        unet_levels=len(unet["block_out_channels"]),
-        extra_conditioning=unet.get("addition_embed_type") is not None,
+        latent_size=int(denoiser.get("sample_size", _FLUX_LATENT_SIZE)),
+        unet_levels=1 if transformer else len(denoiser["block_out_channels"]),
+        extra_conditioning=family != "sd" or denoiser.get("addition_embed_type") is not None,
         train_timesteps=int(scheduler.get("num_train_timesteps", 1000)),
-        text_dim=_text_width(model),
-        unet_in_channels=int(unet.get("in_channels", 4)),
+        text_dim=text_dim,
+        unet_in_channels=int(denoiser.get("in_channels", 4)),
+        family=family,
+        patch_size=patch,
+        flow_matching=str(scheduler.get("_class_name", "")).startswith("FlowMatch"),
     )
 
 
@@ -113,11 +143,23 @@ def _text_width(model: str) -> int | None:
 
 
 @lru_cache(maxsize=8)
-def load_tokenizer(model: str):
-    """The pipeline's (first) tokenizer, as the pipeline itself would load it."""
+def load_tokenizer(model: str, component: str = "tokenizer"):
+    """One of the pipeline's tokenizers, as the pipeline itself would load it."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(model_folder(model) / "tokenizer", local_files_only=True)
+    return AutoTokenizer.from_pretrained(model_folder(model) / component, local_files_only=True)
+
+
+@lru_cache(maxsize=8)
+def model_text_layout(model: str):
+    """Where prompt words sit in the text axis the model's attention sees
+    (``models.text_layout.TextLayout``), from its configs and tokenizers."""
+    from synthscene.models.text_layout import text_layout
+
+    folder = model_folder(model)
+    tokenizers = {name: load_tokenizer(model, name) for name in ("tokenizer", "tokenizer_2", "tokenizer_3")
+                  if (folder / name).is_dir()}
+    return text_layout(model_info(model).family, tokenizers)
 
 
 def model_fingerprint(model: str) -> dict:
@@ -127,7 +169,8 @@ def model_fingerprint(model: str) -> dict:
     folder = model_folder(model)
     info = model_info(model)
     digest = hashlib.sha256()
-    weights = sorted((folder / "unet").glob("*.safetensors")) if (folder / "unet").is_dir() else []
+    denoiser = folder / ("transformer" if (folder / "transformer").is_dir() else "unet")
+    weights = sorted(denoiser.glob("*.safetensors")) if denoiser.is_dir() else []
     for path in weights:
         digest.update(path.name.encode())
         digest.update(str(path.stat().st_size).encode())
@@ -140,13 +183,11 @@ def model_fingerprint(model: str) -> dict:
 
 def pipeline_info(pipe) -> ModelInfo:
     """``ModelInfo`` of a pipeline already in memory (benchmarks and tests that build one)."""
-    return ModelInfo(
-        pipeline_class=type(pipe).__name__,
-        vae_factor=2 ** (len(pipe.vae.config.block_out_channels) - 1),
-        latent_size=int(pipe.unet.config.sample_size),
-        unet_levels=len(pipe.unet.config.block_out_channels),
-        extra_conditioning=pipe.unet.config.addition_embed_type is not None,
-        train_timesteps=int(pipe.scheduler.config.num_train_timesteps),
-        text_dim=int(pipe.text_encoder.config.hidden_size) if pipe.text_encoder is not None else None,
-        unet_in_channels=int(pipe.unet.config.in_channels),
-    )
+    from synthscene.models.text_layout import family_name
+
+    denoiser = getattr(pipe, "transformer", None) or pipe.unet
+    config = dict(denoiser.config)
+    family = family_name(type(denoiser).__name__, config)
+    text_dim = int(pipe.text_encoder.config.hidden_size) if pipe.text_encoder is not None else None
+    scheduler = {**pipe.scheduler.config, "_class_name": type(pipe.scheduler).__name__}
+    return _info(type(pipe).__name__, family, config, dict(pipe.vae.config), scheduler, text_dim)

@@ -1,7 +1,8 @@
-"""Load a Stable Diffusion pipeline: the embedded shapes model, a local folder or a hub id.
+"""Load a text-to-image pipeline (SD 1.x / 2.x, SDXL, SD3, FLUX): the embedded shapes model,
+a local folder or a hub id.
 
-All three go through ``StableDiffusionPipeline.from_pretrained``; only where the files
-come from differs. Weights load from safetensors only (``use_safetensors=True``).
+All three go through ``from_pretrained`` (the class named in model_index.json); only where
+the files come from differs. Weights load from safetensors only (``use_safetensors=True``).
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ def load_pipeline(model: str = EMBEDDED_MODEL_NAME, dtype: torch.dtype = torch.f
             ) from err
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device)
-    if dtype != pipe.unet.dtype:  # cast after loading: the keyword moved (torch_dtype -> dtype) across versions
+    denoiser = getattr(pipe, "transformer", None) or pipe.unet
+    if dtype != denoiser.dtype:  # cast after loading: the keyword moved (torch_dtype -> dtype) across versions
         pipe.to(dtype=dtype)
     return pipe
 

@@ -8,6 +8,7 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
     PNDMScheduler,
     UniPCMultistepScheduler,
 )
@@ -22,6 +23,7 @@ SCHEDULER_CLASSES = {
     "euler_ancestral": EulerAncestralDiscreteScheduler,
     "dpm_solver": DPMSolverMultistepScheduler,
     "unipc": UniPCMultistepScheduler,
+    "flow_match_euler": FlowMatchEulerDiscreteScheduler,
 }
 assert tuple(SCHEDULER_CLASSES) == SCHEDULERS, "spec.SCHEDULERS and the classes here must name the same schedulers"
 

@@ -67,3 +67,30 @@ def build_clip_tokenizer(num_merges: int = FULL_CLIP_MERGES, merges_path: str | 
         merges_file.write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
         tokenizer = CLIPTokenizer(str(vocab_file), str(merges_file), model_max_length=MODEL_MAX_LENGTH)
     return tokenizer
+
+
+# T5's special ids: pad 0, end-of-sequence 1, unknown 2 (as in every T5 / FLUX / SD3 checkpoint)
+T5_SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")
+
+
+def build_t5_tokenizer(words: list[str], model_max_length: int = 256):
+    """A small T5-style tokenizer (SentencePiece unigram, "▁" word boundaries, lower case)
+    built offline with ``tokenizers``: one piece per word of ``words`` and single characters
+    (a-z, 0-9, punctuation) as fallback, so any text still tokenises and a word outside
+    ``words`` is spelt letter by letter. The hub's T5 tokenizers cannot be fetched here; the
+    pipelines' code paths (offsets, padding, truncation, save / load) are the same."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    characters = "abcdefghijklmnopqrstuvwxyz0123456789.,;:!?'\"()-_/&"
+    pieces = [(token, 0.0) for token in T5_SPECIAL_TOKENS]
+    pieces += [("▁" + w, -1.0) for w in dict.fromkeys(w.lower() for w in words)]
+    pieces += [("▁", -4.0)] + [(c, -6.0) for c in characters]
+    backend = Tokenizer(models.Unigram(pieces, unk_id=2))
+    backend.normalizer = normalizers.Lowercase()
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    backend.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                           special_tokens=[("</s>", 1)])
+    return T5TokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                           extra_ids=0, model_max_length=model_max_length)

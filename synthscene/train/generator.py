@@ -2,8 +2,11 @@
 
 From scratch (``architecture="shapes"``): (1) train the VAE as an autoencoder, set its
 latent scaling factor to 1 / std of the latents, as Stable Diffusion does; (2) train the
-UNet and the text encoder together on the frozen VAE's latents.
-Fine-tuning (``init=<hub id or folder>``): VAE and text encoder frozen, UNet trained
+UNet and the text encoder together on the frozen VAE's latents (DDPM, epsilon prediction).
+``architecture="shapes-mmdit"``: the same two stages for a Stable Diffusion 3 pipeline
+(SD3Transformer2DModel, CLIP-L / CLIP-G / T5 token states without context mixing), the
+denoiser trained with rectified flow (velocity target, logit-normal timesteps, as SD3).
+Fine-tuning (``init=<hub id or folder>``): VAE and text encoders frozen, denoiser trained
 (InstaGen's first step on real SD).
 
 Each step draws its batch, noise, timesteps and caption dropout from a generator seeded
@@ -21,12 +24,18 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers import StableDiffusionPipeline
+from diffusers import StableDiffusion3Pipeline, StableDiffusionPipeline
 from diffusers.training_utils import EMAModel
 from tqdm import tqdm
 
 from synthscene.io import replace_dir, write_json
-from synthscene.models.configs import ARCHITECTURES, build_components, sampling_scheduler, training_scheduler
+from synthscene.models.configs import (
+    ARCHITECTURES,
+    build_components,
+    flow_training_scheduler,
+    sampling_scheduler,
+    training_scheduler,
+)
 from synthscene.models.load import check_device, load_pipeline
 from synthscene.provenance import run_record
 from synthscene.train.image_captions import (
@@ -100,19 +109,23 @@ def train_generator(config: GeneratorTrainingConfig, resume: bool = False) -> Pa
         components = _load_components(checkpoint)
     elif config.init is not None:
         pipe = load_pipeline(config.init)
-        components = {k: getattr(pipe, k) for k in ("vae", "unet", "text_encoder", "tokenizer")}
-        components["scheduler"] = training_scheduler()
+        components = {k: v for k, v in pipe.components.items() if k in _COMPONENTS}
+        components["scheduler"] = flow_training_scheduler() if "transformer" in components else training_scheduler()
     else:
         components = build_components(ARCHITECTURES[config.architecture])
     device = torch.device(config.device)
-    for name in ("vae", "unet", "text_encoder"):
-        components[name].to(device)
+    modules = {k: v for k, v in components.items() if isinstance(v, torch.nn.Module)}
+    for module in modules.values():
+        module.to(device)
+    flow = "transformer" in components  # SD3: rectified flow; SD: DDPM epsilon
     tokenizer = components["tokenizer"]
     resolution = components["vae"].config.sample_size
     if pairs is None:  # crops of at least the model's resolution, as InstaGen's 512 px crops for SD
         pairs = read_box_crops(config.data, config.image_root, list(config.classes or []) or None,
                                min_side=resolution)
     check_image_captions(pairs, tokenizer, progress=config.progress)
+    if components.get("tokenizer_3") is not None:  # SD3's T5 truncates at its own length
+        check_image_captions(pairs, components["tokenizer_3"], progress=False)
     dataset = ImageCaptionDataset(pairs, resolution)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "training_config.json", run_record({**asdict(config), "resolution": resolution,
@@ -126,10 +139,13 @@ def train_generator(config: GeneratorTrainingConfig, resume: bool = False) -> Pa
         state["vae_done"] = True
 
     # 4. the denoiser stage
-    unet, text_encoder, vae = components["unet"], components["text_encoder"], components["vae"]
+    denoiser, vae = components["transformer" if flow else "unet"], components["vae"]
+    text_encoders = [modules[k] for k in _TEXT_ENCODERS if k in modules]
     vae.requires_grad_(False).eval()
-    text_encoder.requires_grad_(from_scratch)
-    trained = list(unet.parameters()) + (list(text_encoder.parameters()) if from_scratch else [])
+    trained = list(denoiser.parameters())
+    for encoder in text_encoders:
+        encoder.requires_grad_(from_scratch)
+        trained += list(encoder.parameters()) if from_scratch else []
     optimizer = torch.optim.AdamW(trained, lr=config.learning_rate, weight_decay=1e-2)
     ema = EMAModel(trained, decay=config.ema_decay, use_ema_warmup=True) if config.ema else None
     if checkpoint is not None and state["step"] > 0:
@@ -138,35 +154,37 @@ def train_generator(config: GeneratorTrainingConfig, resume: bool = False) -> Pa
         if ema is not None:
             ema.load_state_dict(saved["ema"])
             ema.to(device)
-    noise_scheduler = training_scheduler()
-    empty_ids = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length,
-                          return_tensors="pt").input_ids
+    noise_scheduler = flow_training_scheduler() if flow else training_scheduler()
+    encode = _sd3_encoder(components) if flow else _clip_encoder(tokenizer, text_encoders[0])
     started = time.monotonic()
     log_path = out / "loss.jsonl"
     truncate_log(log_path, state["step"] + 1)  # a resumed run re-does the steps after its checkpoint
     bar = tqdm(range(state["step"], config.steps), initial=state["step"], total=config.steps,
                desc="train generator", disable=not config.progress)
-    unet.train()
-    text_encoder.train(from_scratch)
+    denoiser.train()
+    for encoder in text_encoders:
+        encoder.train(from_scratch)
     step = state["step"]
     for step in bar:
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
         images, captions = _batch(dataset, config.batch_size, generator)
-        ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
-                        truncation=True, return_tensors="pt").input_ids
-        drop = torch.rand(len(ids), generator=generator) < config.caption_dropout  # for CFG
-        ids[drop] = empty_ids
-        images, ids = images.to(device), ids.to(device)
+        drop = torch.rand(len(captions), generator=generator) < config.caption_dropout  # for CFG
+        captions = ["" if dropped else caption for caption, dropped in zip(captions, drop.tolist())]
+        images = images.to(device)
         with torch.no_grad():
-            latents = vae.encode(images).latent_dist.sample(generator) * vae.config.scaling_factor
+            latents = vae.encode(images).latent_dist.sample(generator)
+            latents = (latents - (vae.config.shift_factor or 0.0)) * vae.config.scaling_factor
         noise = torch.randn(latents.shape, generator=generator).to(device)
-        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(latents),),
-                                  generator=generator).to(device)
-        noisy = noise_scheduler.add_noise(latents, noise, timesteps)
         with torch.set_grad_enabled(from_scratch):
-            encoder_hidden_states = text_encoder(ids)[0]
-        prediction = unet(noisy, timesteps, encoder_hidden_states).sample
-        loss = _denoising_loss(prediction, noise, timesteps, noise_scheduler, config.snr_gamma)
+            states, pooled = encode(captions)
+        if flow:
+            loss = _flow_loss(denoiser, latents, noise, states, pooled, generator)
+        else:
+            timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(latents),),
+                                      generator=generator).to(device)
+            noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+            prediction = denoiser(noisy, timesteps, states).sample
+            loss = _denoising_loss(prediction, noise, timesteps, noise_scheduler, config.snr_gamma)
         optimizer_step(optimizer, loss, trained, config.learning_rate * min(1.0, (step + 1) / max(1, config.warmup_steps)))
         if ema is not None:
             ema.step(trained)
@@ -184,17 +202,54 @@ def train_generator(config: GeneratorTrainingConfig, resume: bool = False) -> Pa
     # 5. the pipeline, with EMA weights when enabled
     if ema is not None:
         ema.copy_to(trained)
-    pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-        scheduler=sampling_scheduler(noise_scheduler), safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    saved = {k: v for k, v in components.items() if k != "scheduler"}
+    if flow:
+        pipe = StableDiffusion3Pipeline(**saved, scheduler=noise_scheduler)
+    else:
+        pipe = StableDiffusionPipeline(**saved, scheduler=sampling_scheduler(noise_scheduler), safety_checker=None,
+                                       feature_extractor=None, requires_safety_checker=False)
     model_dir = out / "model"
     tmp = out / ".model.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp, safe_serialization=True)
     replace_dir(tmp, model_dir)
     return model_dir
+
+
+def _clip_encoder(tokenizer, text_encoder):
+    """SD 1.x / 2.x prompt encoding: CLIP's last hidden states over 77 padded tokens."""
+
+    def encode(captions: list[str]):
+        ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                        return_tensors="pt").input_ids.to(text_encoder.device)
+        return text_encoder(ids)[0], None
+
+    return encode
+
+
+def _sd3_encoder(components: dict):
+    """SD3's prompt encoding, as its pipeline does it (``encode_prompt``, with gradients):
+    CLIP-L and CLIP-G penultimate states side by side, then T5's states; pooled CLIP vectors."""
+    pipe = StableDiffusion3Pipeline(**{k: v for k, v in components.items()})
+    length = components["tokenizer_3"].model_max_length
+
+    def encode(captions: list[str]):
+        states, _, pooled, _ = pipe.encode_prompt(captions, None, None, device=components["transformer"].device,
+                                                  do_classifier_free_guidance=False, max_sequence_length=length)
+        return states, pooled
+
+    return encode
+
+
+def _flow_loss(transformer, latents, noise, states, pooled, generator: torch.Generator) -> torch.Tensor:
+    """Rectified flow (SD3): sigma from a logit-normal (mean 0, std 1), x_t = (1 - sigma) x_0 +
+    sigma noise, the model predicts the velocity noise - x_0 at timestep 1000 sigma; plain MSE."""
+    sigma = torch.sigmoid(torch.randn(len(latents), generator=generator)).to(latents.device)
+    s = sigma.view(-1, 1, 1, 1)
+    noisy = (1 - s) * latents + s * noise
+    prediction = transformer(hidden_states=noisy, timestep=sigma * 1000, encoder_hidden_states=states,
+                             pooled_projections=pooled, return_dict=False)[0]
+    return F.mse_loss(prediction, noise - latents)
 
 
 def _denoising_loss(prediction, noise, timesteps, scheduler, snr_gamma: float | None) -> torch.Tensor:
@@ -260,8 +315,9 @@ def _save_checkpoint(out: Path, components: dict, optimizer, ema, state: dict) -
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for name in ("vae", "unet", "text_encoder", "tokenizer"):
-        components[name].save_pretrained(tmp / name)
+    for name in _COMPONENTS:
+        if components.get(name) is not None:
+            components[name].save_pretrained(tmp / name)
     torch.save({"optimizer": optimizer.state_dict(), "ema": ema.state_dict() if ema else None},
                tmp / "trainer_state.pt")
     (tmp / "state.json").write_text(json.dumps(state))
@@ -269,13 +325,28 @@ def _save_checkpoint(out: Path, components: dict, optimizer, ema, state: dict) -
 
 
 def _load_components(checkpoint: Path) -> dict:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    """A checkpoint's components, each with the class its saved config names."""
+    import diffusers
+    import transformers
 
-    return {
-        "vae": AutoencoderKL.from_pretrained(checkpoint / "vae"),
-        "unet": UNet2DConditionModel.from_pretrained(checkpoint / "unet"),
-        "text_encoder": CLIPTextModel.from_pretrained(checkpoint / "text_encoder"),
-        "tokenizer": CLIPTokenizer.from_pretrained(checkpoint / "tokenizer"),
-        "scheduler": training_scheduler(),
-    }
+    components = {}
+    for name in _COMPONENTS:
+        folder = checkpoint / name
+        if not folder.is_dir():
+            continue
+        if name.startswith("tokenizer"):
+            components[name] = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+            continue
+        config = json.loads((folder / "config.json").read_text())
+        if "_class_name" in config:  # diffusers
+            components[name] = getattr(diffusers, config["_class_name"]).from_pretrained(folder, use_safetensors=True)
+        else:
+            cls = getattr(transformers, config["architectures"][0])
+            components[name] = cls.from_pretrained(folder, use_safetensors=True)
+    components["scheduler"] = flow_training_scheduler() if "transformer" in components else training_scheduler()
+    return components
+
+
+# what a checkpoint holds, SD and SD3 alike (absent ones are skipped)
+_TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
+_COMPONENTS = ("vae", "unet", "transformer", *_TEXT_ENCODERS, "tokenizer", "tokenizer_2", "tokenizer_3")

@@ -1,0 +1,98 @@
+"""Which family a model is, and where a prompt's words sit in the text axis its attention sees.
+
+Torch-free: planning checks prompts (lengths, class words) from a model's configs and
+tokenizers alone, before anything is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from synthscene.capture.tokens import token_indices
+
+CLIP_LENGTH = 77
+# T5 tokens the pipelines encode by default (max_sequence_length); a smaller model's T5
+# tokenizer may say fewer (its model_max_length), and then that is used
+SD3_T5_LENGTH = 256  # StableDiffusion3Pipeline's default
+FLUX_T5_LENGTH = 512  # FluxPipeline's
+
+
+def family_name(denoiser_class: str, config: dict) -> str:
+    """"sd", "sdxl", "sd3" or "flux" for a denoiser class name and its config."""
+    if denoiser_class == "UNet2DConditionModel":
+        return "sdxl" if config.get("addition_embed_type") == "text_time" else "sd"
+    if denoiser_class == "SD3Transformer2DModel":
+        return "sd3"
+    if denoiser_class == "FluxTransformer2DModel":
+        return "flux"
+    raise ValueError(f"unknown model family: denoiser {denoiser_class} (synthscene knows UNet2DConditionModel for "
+                     "SD 1.x / 2.x / SDXL, SD3Transformer2DModel for SD3 and FluxTransformer2DModel for FLUX)")
+
+
+def t5_length(tokenizer, default: int) -> int:
+    """T5 tokens a pipeline should encode: its default, or fewer when the tokenizer says so."""
+    return min(default, int(getattr(tokenizer, "model_max_length", default) or default))
+
+
+# ---- where words sit in the captured text axis -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class TextPart:
+    """One encoder's run of tokens in the text axis the denoiser attends to."""
+
+    encoder: str  # as a user knows it: "CLIP", "CLIP-L / CLIP-G", "T5"
+    tokenizer: object
+    offset: int  # where its first token sits in the text axis
+    length: int  # tokens it contributes (its padded length)
+
+
+@dataclass(frozen=True)
+class TextLayout:
+    """The text axis of a family's attention: SD / SDXL: CLIP's 77 tokens; SD3: 77 CLIP tokens
+    then T5's; FLUX: T5's alone (its CLIP gives only the pooled vector, still checked for length)."""
+
+    parts: tuple[TextPart, ...]
+    checked_only: tuple[TextPart, ...] = ()  # encoders whose tokens are not in the axis
+
+    @property
+    def length(self) -> int:
+        return sum(p.length for p in self.parts)
+
+    def check(self, prompt: str, what: str = "prompt") -> None:
+        """Refuse a prompt some encoder of the family would truncate, saying which and where."""
+        for part in self.parts + self.checked_only:
+            ids = part.tokenizer(prompt, verbose=False).input_ids
+            if len(ids) > part.length:
+                kept = part.tokenizer.decode(ids[: part.length - 1], skip_special_tokens=True)
+                raise ValueError(f"{what} is longer than {part.length} tokens for {part.encoder} ({len(ids)}): the "
+                                 f"{part.encoder} encoder truncates it after {kept[-40:]!r} ({prompt[:80]!r}...)")
+
+    def positions(self, prompt: str, phrase: str, start: int = 0) -> list[int]:
+        """Positions in the text axis of ``phrase``'s first whole-word occurrence at or after
+        character ``start``: in every encoder's part, so maps average over all of them."""
+        return [part.offset + i for part in self.parts for i in token_indices(part.tokenizer, prompt, phrase, start)]
+
+    def object_tokens(self, prompt: str, phrases: list[str]) -> list[int]:
+        """Every position from the first class word on, in every part (the words, end-of-text
+        and padding: where a prompt's objects are, see ``label.attention_maps.objectness_map``)."""
+        tokens = []
+        for part in self.parts:
+            first = min(token_indices(part.tokenizer, prompt, phrase)[0] for phrase in phrases)
+            tokens += range(part.offset + first, part.offset + part.length)
+        return tokens
+
+
+def text_layout(family: str, tokenizers: dict) -> TextLayout:
+    """The family's ``TextLayout`` from its tokenizers ({"tokenizer": ..., "tokenizer_2": ..., "tokenizer_3": ...})."""
+    if family in ("sd", "sdxl"):
+        return TextLayout((TextPart("CLIP", tokenizers["tokenizer"], 0, CLIP_LENGTH),))
+    if family == "sd3":
+        clip = TextPart("CLIP-L / CLIP-G", tokenizers["tokenizer"], 0, CLIP_LENGTH)
+        t5 = tokenizers["tokenizer_3"]
+        return TextLayout((clip, TextPart("T5", t5, CLIP_LENGTH, t5_length(t5, SD3_T5_LENGTH))))
+    if family == "flux":
+        t5 = tokenizers["tokenizer_2"]
+        return TextLayout((TextPart("T5", t5, 0, t5_length(t5, FLUX_T5_LENGTH)),),
+                          checked_only=(TextPart("CLIP", tokenizers["tokenizer"], 0, CLIP_LENGTH),))
+    raise ValueError(f"unknown model family {family!r}")
