@@ -9,6 +9,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from synthscene.io import atomic_output_dir, write_json, write_jsonl
+from synthscene.models.families import family_of
 from synthscene.models.info import model_fingerprint
 from synthscene.models.load import load_pipeline
 from synthscene.plan import sample_generator, sample_seed
@@ -28,12 +29,11 @@ def read_prompts(prompts: list[str], prompts_file: str | Path | None = None) -> 
     return prompts
 
 
-def check_prompts(prompts: list[str], tokenizer) -> None:
-    """Refuse prompts the text encoder would silently truncate."""
-    limit = tokenizer.model_max_length
-    for prompt, ids in zip(prompts, tokenizer(prompts).input_ids):
-        if len(ids) > limit:
-            raise ValueError(f"prompt has {len(ids)} tokens, more than the text encoder's {limit}: {prompt[:80]!r}...")
+def check_prompts(prompts: list[str], text_layout) -> None:
+    """Refuse prompts a text encoder of the model would silently truncate (``TextLayout.check``
+    names which encoder and where)."""
+    for prompt in prompts:
+        text_layout.check(prompt)
 
 
 def generate_images(prompts: list[str], out: str | Path, model: str = "embedded", images_per_prompt: int = 1,
@@ -48,7 +48,8 @@ def generate_images(prompts: list[str], out: str | Path, model: str = "embedded"
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
     pipe = load_pipeline(model, device=device)
-    check_prompts(prompts, pipe.tokenizer)
+    family = family_of(pipe)
+    check_prompts(prompts, family.text_layout())
     jobs = [(i, prompt) for i, prompt in enumerate(p for p in prompts for _ in range(images_per_prompt))]
     config = {"prompts": prompts, "model": model, "images_per_prompt": images_per_prompt, "steps": steps,
               "guidance": guidance, "seed": seed, "batch_size": batch_size,
@@ -63,7 +64,8 @@ def generate_images(prompts: list[str], out: str | Path, model: str = "embedded"
             seeds = [sample_seed(seed, i) for i, _ in batch]
             with torch.no_grad():
                 images = pipe([p for _, p in batch], num_inference_steps=steps, guidance_scale=guidance,
-                              generator=[sample_generator(s) for s in seeds], output_type="np").images
+                              generator=[sample_generator(s) for s in seeds], output_type="np",
+                              **family.pipeline_kwargs()).images
             for (index, prompt), sample_seed_value, image in zip(batch, seeds, images):
                 name = f"images/{index:06d}.png"
                 Image.fromarray((image * 255).round().astype("uint8")).save(tmp / name)

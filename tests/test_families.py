@@ -148,6 +148,22 @@ def test_bad_family_input_is_refused_before_anything_is_written(family_dir, tmp_
     assert not run.exists()
 
 
+def test_methods_refuse_families_they_do_not_run_on(family_dir):
+    from synthscene.methods.restyle import check_mode
+    from synthscene.models.info import require_family
+    from synthscene.spec import RestyleSpec
+
+    name, path = family_dir
+    info = model_info(str(path))
+    with pytest.raises(ValueError, match=f"runs on SD 1.x / 2.x pipelines; this model is {name.upper()}"):
+        require_family(info, "method 'layout' (a ControlNet)")
+    if name == "sdxl":
+        check_mode(info, RestyleSpec.model_construct())  # restyle runs on SDXL
+    else:
+        with pytest.raises(ValueError, match="method 'restyle' runs on SD 1.x / 2.x / SDXL"):
+            check_mode(info, RestyleSpec.model_construct())
+
+
 def test_an_unknown_denoiser_is_refused_by_name(tmp_path):
     path = tmp_path / "pipe"
     tiny_pipeline("sd3").save_pretrained(path)

@@ -46,7 +46,7 @@ def test_cli_prompt_over_77_tokens_leaves_nothing(tiny_pipeline_dir, tmp_path):
     result = runner.invoke(app, ["generate", "--model", str(tiny_pipeline_dir), "--prompt", "ball " * 90,
                                  "--out", str(tmp_path / "gen"), "--steps", "2"])
     assert result.exit_code == 2
-    assert "more than the text encoder's 77" in result.output
+    assert "longer than 77 tokens for CLIP" in result.output
     assert list(tmp_path.iterdir()) == []
 
 

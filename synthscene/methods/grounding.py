@@ -18,7 +18,7 @@ import numpy as np
 
 from synthscene.methods.text2labels import Task, check_task
 from synthscene.methods.text2labels import plan as plan_prompts
-from synthscene.models.info import model_info, model_text_layout
+from synthscene.models.info import model_info, model_text_layout, require_family
 from synthscene.records import Instances, Sample
 from synthscene.spec import GroundingDatasetSpec
 
@@ -43,6 +43,7 @@ def read_head_info(head: str | Path) -> dict:
 
 def check(spec: GroundingDatasetSpec, tasks: list[Task]) -> None:
     """The head exists and reads this model's text width; every prompt names its classes."""
+    require_family(model_info(spec.model), "method 'grounding'")
     info = read_head_info(spec.grounding.head)
     text_dim = model_info(spec.model).text_dim
     if text_dim is not None and info["head"]["text_dim"] != text_dim:

@@ -22,7 +22,13 @@ import numpy as np
 
 from synthscene.layout.compose import Placement, compose, place_objects, shape_pool
 from synthscene.layout.maps import Layout, control_image, count_caption
-from synthscene.models.info import EMBEDDED_CONTROLNET_DIR, EMBEDDED_PARTS_DIR, resolve_embedded
+from synthscene.models.info import (
+    EMBEDDED_CONTROLNET_DIR,
+    EMBEDDED_PARTS_DIR,
+    model_info,
+    require_family,
+    resolve_embedded,
+)
 from synthscene.plan import Stream, sample_generator, sample_seed, stream_rng
 from synthscene.records import Sample
 from synthscene.spec import LayoutDatasetSpec
@@ -186,7 +192,9 @@ def part_model_folder(part_model: str) -> str:
 def check(spec: LayoutDatasetSpec, tasks: list[Task]) -> None:
     """The ControlNet fits the model and the spec's classes; layouts fit the model; every
     part-aware instance can get its parts."""
-    from synthscene.models.info import model_info, read_config
+    from synthscene.models.info import read_config
+
+    require_family(model_info(spec.model), "method 'layout' (a ControlNet)")
 
     params = spec.layout
     info = read_control_info(params.controlnet)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from synthscene.label.crops import crop_sample, focused_window
-from synthscene.models.info import model_info
+from synthscene.models.info import model_info, require_family
 from synthscene.plan import Stream, sample_generator, sample_seed, stream_rng
 from synthscene.records import Sample
 from synthscene.spec import RestyleDatasetSpec, RestyleSpec
@@ -115,6 +115,7 @@ def check(spec: RestyleDatasetSpec, tasks: list[Task]) -> None:
 
 
 def check_mode(info, params: RestyleSpec) -> str:
+    require_family(info, "method 'restyle'", ("sd", "sdxl"))
     """'blend' or 'inpaint' for this model, or a clear refusal of a mode it cannot run."""
     inpainting = info.unet_in_channels == 9
     if params.mode == "inpaint" and not inpainting:

@@ -101,6 +101,17 @@ class ModelInfo:
         return self.family in ("sd3", "flux")
 
 
+FAMILY_NAMES = {"sd": "SD 1.x / 2.x", "sdxl": "SDXL", "sd3": "SD3", "flux": "FLUX"}
+
+
+def require_family(info: ModelInfo, what: str, families: tuple[str, ...] = ("sd",)) -> None:
+    """Refuse a model whose family ``what`` (a method) does not run on, naming both."""
+    if info.family not in families:
+        allowed = " / ".join(FAMILY_NAMES[f] for f in families)
+        raise ValueError(f"{what} runs on {allowed} pipelines; this model is {FAMILY_NAMES[info.family]} "
+                         f"({info.pipeline_class})")
+
+
 # FLUX's transformer config has no sample size; its pipeline's default is 1024 px = 128 latents
 _FLUX_LATENT_SIZE = 128
 
