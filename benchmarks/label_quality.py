@@ -28,7 +28,6 @@ import numpy as np
 from tqdm import tqdm
 
 from synthscene.capture import CaptureConfig
-from synthscene.capture.tokens import attention_word
 from synthscene.codecs import IGNORE_INDEX
 from synthscene.evaluation.semantic import confusion_matrix, miou_from_confusion
 from synthscene.label.mosaic import region_instances, region_objectness
@@ -38,6 +37,7 @@ from synthscene.methods.text2labels import capture_batch, label_sample
 from synthscene.models.families import family_of
 from synthscene.models.load import load_pipeline
 from synthscene.models.schedulers import set_scheduler
+from synthscene.models.tokens import attention_word
 from synthscene.plan import sample_generator
 from synthscene.spec import Text2LabelsSpec, load_spec
 from synthscene.world import CLASS_NAMES, oracle_semantic

@@ -181,10 +181,10 @@ def evidence_of(text_layout, captured, b: int, task, params, num_classes: int) -
 
 def mosaic_regions(args) -> None:
     from synthscene.capture import CaptureConfig
-    from synthscene.capture.tokens import attention_word
     from synthscene.label.mosaic import region_instances, region_objectness
     from synthscene.methods import mosaic
     from synthscene.methods.mosaic import class_words, generate_mosaic, region_class_errors
+    from synthscene.models.tokens import attention_word
     from synthscene.plan import sample_generator
 
     started = time.perf_counter()

@@ -1,7 +1,7 @@
 import pytest
 
-from synthscene.capture.tokens import attention_word, replace_phrase, token_indices, without_phrase
 from synthscene.models.tokenizer import build_clip_tokenizer
+from synthscene.models.tokens import attention_word, replace_phrase, token_indices, without_phrase
 
 
 @pytest.fixture(scope="module")

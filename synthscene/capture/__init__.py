@@ -1,7 +1,8 @@
-"""Attention capture: wrap a UNet's attention processors and keep running sums of maps.
+"""Attention capture: wrap a denoiser's attention processors (UNet, SD3 or FLUX transformer)
+and keep running sums of maps.
 
-The names below load on first use, so planners that need only ``capture.tokens`` (token
-positions of class names) do not import torch and diffusers.
+The names below load on first use, so importing the package does not import torch and
+diffusers (token positions of class names are in ``synthscene.models.tokens``).
 """
 
 import importlib

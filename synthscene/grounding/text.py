@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from synthscene.capture.tokens import attention_word, token_indices
+from synthscene.models.tokens import attention_word, token_indices
 
 TEMPLATE = "a photograph of a {name}"
 

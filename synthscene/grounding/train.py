@@ -157,7 +157,7 @@ def load_teacher(config: GroundingTrainConfig):
 
 
 def check_prompts(tokenizer, config: GroundingTrainConfig, items: list[PromptItem]) -> None:
-    from synthscene.capture.tokens import attention_word, token_indices
+    from synthscene.models.tokens import attention_word, token_indices
 
     for name in config.classes:
         token_indices(tokenizer, TEMPLATE.format(name=attention_word(name)), attention_word(name))

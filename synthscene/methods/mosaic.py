@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from synthscene.capture.tokens import attention_word, replace_phrase, without_phrase
 from synthscene.models.info import ModelInfo, model_info, model_text_layout
+from synthscene.models.tokens import attention_word, replace_phrase, without_phrase
 from synthscene.plan import Stream, sample_generator, sample_seed, stream_rng, stream_seed
 from synthscene.records import Sample
 from synthscene.spec import MosaicDatasetSpec, MosaicSpec

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synthscene.capture.tokens import attention_word, replace_phrase, without_phrase
 from synthscene.models.info import model_info, model_text_layout
 from synthscene.models.text_layout import TextLayout
+from synthscene.models.tokens import attention_word, replace_phrase, without_phrase
 from synthscene.plan import Stream, list_objects, sample_generator, sample_seed, stream_seed
 from synthscene.records import Sample
 from synthscene.spec import Text2LabelsDatasetSpec, Text2LabelsSpec

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from synthscene.capture.tokens import token_indices
+from synthscene.models.tokens import token_indices
 
 CLIP_LENGTH = 77
 # T5 tokens the pipelines encode by default (max_sequence_length); a smaller model's T5
