@@ -173,3 +173,18 @@ def test_an_unknown_denoiser_is_refused_by_name(tmp_path):
     with pytest.raises(ValueError, match="unknown model family: denoiser PixArtTransformer2DModel"):
         model_info(str(path))
     shutil.rmtree(path)
+
+
+def test_sd3_without_its_t5_keeps_the_clip_words_and_zero_t5_tokens():
+    from synthscene.capture import AttentionStore, CaptureConfig, capture_attention
+
+    pipe = tiny_pipeline("sd3")
+    pipe.text_encoder_3 = pipe.tokenizer_3 = None  # as StableDiffusion3Pipeline.from_pretrained(..., text_encoder_3=None)
+    family = family_of(pipe)
+    layout = family.text_layout()
+    assert layout.length == 77 + 256 and layout.positions("a photo of a ball", "ball") == [5]
+    store = AttentionStore(CaptureConfig(cross_resolutions=()), num_steps=1, guidance=True)
+    with capture_attention(family.denoiser, store):
+        pipe("a photo of a ball", num_inference_steps=1, guidance_scale=3.0, height=32, width=32, output_type="np",
+             **family.pipeline_kwargs())
+    assert store.cross_maps()[(8, 8)].shape == (1, 77 + 256, 8, 8)

@@ -53,3 +53,19 @@ def test_save_and_load_round_trip(shapes, tmp_path):
 def test_bad_merge_count(num_merges):
     with pytest.raises(ValueError, match="num_merges"):
         build_clip_tokenizer(num_merges)
+
+
+def test_t5_tokenizer_reads_prompts_alike_before_and_after_save(tmp_path):
+    """A model must read prompts after loading as in training: same ids and offsets, cased or not."""
+    from transformers import AutoTokenizer
+
+    from synthscene.models.tokenizer import build_t5_tokenizer
+
+    built = build_t5_tokenizer(["a", "photo", "of", "red", "ball", "leaves"], 24)
+    built.save_pretrained(tmp_path / "t5")
+    loaded = AutoTokenizer.from_pretrained(tmp_path / "t5", local_files_only=True)
+    for prompt in ["a photo of a red ball", "A Photo of a Red ball, two leaves; 3!", "zebra  x"]:
+        a, b = built(prompt, return_offsets_mapping=True), loaded(prompt, return_offsets_mapping=True)
+        assert a.input_ids == b.input_ids and a["offset_mapping"] == b["offset_mapping"], prompt
+        assert built.unk_token_id not in a.input_ids  # every character has a piece
+    assert loaded.model_max_length == 24

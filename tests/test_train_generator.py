@@ -208,3 +208,26 @@ def test_mmdit_trains_resumes_exactly_and_loads_as_an_sd3_pipeline(tiny_world, t
                  generator=torch.Generator().manual_seed(0)).images
     assert image.shape == (1, 16, 16, 3)
     assert load_pipeline(str(straight)).transformer is not None  # synthscene's loader picks SD3 by itself
+
+
+def test_init_from_a_family_the_trainer_cannot_fine_tune_is_refused(tiny_world, tmp_path):
+    from tests.tiny_models import tiny_pipeline
+
+    tiny_pipeline("flux").save_pretrained(tmp_path / "flux")
+    with pytest.raises(ValueError, match="train-generator --init runs on SD 1.x / 2.x / SD3 pipelines; this model is FLUX"):
+        train_generator(_config(tiny_world / "train", tmp_path / "run", init=str(tmp_path / "flux")))
+    assert not (tmp_path / "run").exists()
+
+
+def test_finetuning_trains_and_samples_on_the_models_own_noise_schedule(tiny_world, tmp_path):
+    """A real SD uses scaled-linear betas (the embedded model cosine): a fine-tune keeps them."""
+    from tests.tiny_models import tiny_pipeline
+
+    tiny_pipeline("sd1").save_pretrained(tmp_path / "sd1")
+    out = train_generator(_config(tiny_world / "train", tmp_path / "ft", init=str(tmp_path / "sd1"), steps=2,
+                                  checkpoint_every=2, ema=False))
+    config = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
+    assert config["beta_schedule"] == "scaled_linear" and config["_class_name"] == "DDIMScheduler"
+    saved = json.loads((tmp_path / "ft" / "checkpoints" / "step-0000002" / "scheduler" / "scheduler_config.json")
+                       .read_text())
+    assert saved["beta_schedule"] == "scaled_linear"  # a resumed run trains on it too

@@ -42,7 +42,7 @@ class TextPart:
     """One encoder's run of tokens in the text axis the denoiser attends to."""
 
     encoder: str  # as a user knows it: "CLIP", "CLIP-L / CLIP-G", "T5"
-    tokenizer: object
+    tokenizer: object  # None: zeros in the encoder's place (SD3 loaded without its T5); no words there
     offset: int  # where its first token sits in the text axis
     length: int  # tokens it contributes (its padded length)
 
@@ -62,6 +62,8 @@ class TextLayout:
     def check(self, prompt: str, what: str = "prompt") -> None:
         """Refuse a prompt some encoder of the family would truncate, saying which and where."""
         for part in self.parts + self.checked_only:
+            if part.tokenizer is None:
+                continue
             ids = part.tokenizer(prompt, verbose=False).input_ids
             if len(ids) > part.length:
                 kept = part.tokenizer.decode(ids[: part.length - 1], skip_special_tokens=True)
@@ -71,13 +73,16 @@ class TextLayout:
     def positions(self, prompt: str, phrase: str, start: int = 0) -> list[int]:
         """Positions in the text axis of ``phrase``'s first whole-word occurrence at or after
         character ``start``: in every encoder's part, so maps average over all of them."""
-        return [part.offset + i for part in self.parts for i in token_indices(part.tokenizer, prompt, phrase, start)]
+        return [part.offset + i for part in self.parts if part.tokenizer is not None
+                for i in token_indices(part.tokenizer, prompt, phrase, start)]
 
     def object_tokens(self, prompt: str, phrases: list[str]) -> list[int]:
         """Every position from the first class word on, in every part (the words, end-of-text
         and padding: where a prompt's objects are, see ``label.attention_maps.objectness_map``)."""
         tokens = []
         for part in self.parts:
+            if part.tokenizer is None:
+                continue
             first = min(token_indices(part.tokenizer, prompt, phrase)[0] for phrase in phrases)
             tokens += range(part.offset + first, part.offset + part.length)
         return tokens
@@ -89,7 +94,7 @@ def text_layout(family: str, tokenizers: dict) -> TextLayout:
         return TextLayout((TextPart("CLIP", tokenizers["tokenizer"], 0, CLIP_LENGTH),))
     if family == "sd3":
         clip = TextPart("CLIP-L / CLIP-G", tokenizers["tokenizer"], 0, CLIP_LENGTH)
-        t5 = tokenizers["tokenizer_3"]
+        t5 = tokenizers.get("tokenizer_3")  # SD3 runs without its T5: the pipeline puts zeros there
         return TextLayout((clip, TextPart("T5", t5, CLIP_LENGTH, t5_length(t5, SD3_T5_LENGTH))))
     if family == "flux":
         t5 = tokenizers["tokenizer_2"]

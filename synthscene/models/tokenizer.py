@@ -74,21 +74,26 @@ T5_SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")
 
 
 def build_t5_tokenizer(words: list[str], model_max_length: int = 256):
-    """A small T5-style tokenizer (SentencePiece unigram, "▁" word boundaries, lower case)
-    built offline with ``tokenizers``: one piece per word of ``words`` and single characters
-    (a-z, 0-9, punctuation) as fallback, so any text still tokenises and a word outside
-    ``words`` is spelt letter by letter. The hub's T5 tokenizers cannot be fetched here; the
-    pipelines' code paths (offsets, padding, truncation, save / load) are the same."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    """A small T5-style tokenizer (SentencePiece unigram, "▁" word boundaries, case-sensitive as
+    T5's) built offline with ``tokenizers``: one piece per word of ``words`` and single
+    characters (letters of both cases, digits, punctuation) as fallback, so any text still
+    tokenises and a word outside ``words`` is spelt letter by letter. No normalizer: T5's
+    tokenizer class does not keep one through save_pretrained / from_pretrained, and a model
+    must read prompts after loading as it did in training. The hub's T5 tokenizers cannot be
+    fetched here; the pipelines' code paths (offsets, padding, truncation, save / load) are
+    the same."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import T5TokenizerFast
 
-    characters = "abcdefghijklmnopqrstuvwxyz0123456789.,;:!?'\"()-_/&"
+    lower = "abcdefghijklmnopqrstuvwxyz"
+    characters = lower + lower.upper() + "0123456789.,;:!?'\"()-_/&"
     pieces = [(token, 0.0) for token in T5_SPECIAL_TOKENS]
-    pieces += [("▁" + w, -1.0) for w in dict.fromkeys(w.lower() for w in words)]
+    pieces += [("▁" + w, -1.0) for w in dict.fromkeys(words)]
     pieces += [("▁", -4.0)] + [(c, -6.0) for c in characters]
     backend = Tokenizer(models.Unigram(pieces, unk_id=2))
-    backend.normalizer = normalizers.Lowercase()
-    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    # as transformers' T5 tokenizer rebuilds it on loading: words split on whitespace, then "▁"
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")])
     backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
     backend.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
                                                            special_tokens=[("</s>", 1)])

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers import StableDiffusion3Pipeline, StableDiffusionPipeline
+from diffusers import DDPMScheduler, StableDiffusion3Pipeline, StableDiffusionPipeline
 from diffusers.training_utils import EMAModel
 from tqdm import tqdm
 
@@ -36,7 +36,9 @@ from synthscene.models.configs import (
     sampling_scheduler,
     training_scheduler,
 )
+from synthscene.models.info import model_info, require_family
 from synthscene.models.load import check_device, load_pipeline
+from synthscene.models.text_layout import SD3_T5_LENGTH, t5_length
 from synthscene.provenance import run_record
 from synthscene.train.image_captions import (
     ImageCaptionDataset,
@@ -95,6 +97,8 @@ def train_generator(config: GeneratorTrainingConfig, resume: bool = False) -> Pa
     """Train; returns the folder of the saved pipeline (``out/model``)."""
     # 1. check the inputs before writing anything
     config.check()
+    if config.init is not None:
+        require_family(model_info(config.init), "train-generator --init", ("sd", "sd3"))
     out = Path(config.out)
     if (out / "model").exists() and not resume:
         raise FileExistsError(f"{out / 'model'} already exists; use another --out or --resume")
@@ -110,7 +114,8 @@ def train_generator(config: GeneratorTrainingConfig, resume: bool = False) -> Pa
     elif config.init is not None:
         pipe = load_pipeline(config.init)
         components = {k: v for k, v in pipe.components.items() if k in _COMPONENTS}
-        components["scheduler"] = flow_training_scheduler() if "transformer" in components else training_scheduler()
+        # the model's own noise schedule (betas, prediction type, flow shift) for training and sampling
+        components["scheduler"] = pipe.scheduler
     else:
         components = build_components(ARCHITECTURES[config.architecture])
     device = torch.device(config.device)
@@ -154,7 +159,8 @@ def train_generator(config: GeneratorTrainingConfig, resume: bool = False) -> Pa
         if ema is not None:
             ema.load_state_dict(saved["ema"])
             ema.to(device)
-    noise_scheduler = flow_training_scheduler() if flow else training_scheduler()
+    sampler = components["scheduler"]
+    noise_scheduler = sampler if flow else DDPMScheduler.from_config(sampler.config)
     encode = _sd3_encoder(components) if flow else _clip_encoder(tokenizer, text_encoders[0])
     started = time.monotonic()
     log_path = out / "loss.jsonl"
@@ -184,7 +190,9 @@ def train_generator(config: GeneratorTrainingConfig, resume: bool = False) -> Pa
                                       generator=generator).to(device)
             noisy = noise_scheduler.add_noise(latents, noise, timesteps)
             prediction = denoiser(noisy, timesteps, states).sample
-            loss = _denoising_loss(prediction, noise, timesteps, noise_scheduler, config.snr_gamma)
+            target = (noise_scheduler.get_velocity(latents, noise, timesteps)
+                      if noise_scheduler.config.prediction_type == "v_prediction" else noise)
+            loss = _denoising_loss(prediction, target, timesteps, noise_scheduler, config.snr_gamma)
         optimizer_step(optimizer, loss, trained, config.learning_rate * min(1.0, (step + 1) / max(1, config.warmup_steps)))
         if ema is not None:
             ema.step(trained)
@@ -204,10 +212,11 @@ def train_generator(config: GeneratorTrainingConfig, resume: bool = False) -> Pa
         ema.copy_to(trained)
     saved = {k: v for k, v in components.items() if k != "scheduler"}
     if flow:
-        pipe = StableDiffusion3Pipeline(**saved, scheduler=noise_scheduler)
+        pipe = StableDiffusion3Pipeline(**saved, scheduler=sampler)
     else:
-        pipe = StableDiffusionPipeline(**saved, scheduler=sampling_scheduler(noise_scheduler), safety_checker=None,
-                                       feature_extractor=None, requires_safety_checker=False)
+        sampler = sampling_scheduler(noise_scheduler) if from_scratch else sampler
+        pipe = StableDiffusionPipeline(**saved, scheduler=sampler, safety_checker=None, feature_extractor=None,
+                                       requires_safety_checker=False)
     model_dir = out / "model"
     tmp = out / ".model.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -231,7 +240,7 @@ def _sd3_encoder(components: dict):
     """SD3's prompt encoding, as its pipeline does it (``encode_prompt``, with gradients):
     CLIP-L and CLIP-G penultimate states side by side, then T5's states; pooled CLIP vectors."""
     pipe = StableDiffusion3Pipeline(**{k: v for k, v in components.items()})
-    length = components["tokenizer_3"].model_max_length
+    length = t5_length(components["tokenizer_3"], SD3_T5_LENGTH)  # as the samplers encode it
 
     def encode(captions: list[str]):
         states, _, pooled, _ = pipe.encode_prompt(captions, None, None, device=components["transformer"].device,
@@ -252,11 +261,12 @@ def _flow_loss(transformer, latents, noise, states, pooled, generator: torch.Gen
     return F.mse_loss(prediction, noise - latents)
 
 
-def _denoising_loss(prediction, noise, timesteps, scheduler, snr_gamma: float | None) -> torch.Tensor:
-    """Epsilon MSE, optionally Min-SNR-gamma weighted: each sample's loss is scaled by
+def _denoising_loss(prediction, target, timesteps, scheduler, snr_gamma: float | None) -> torch.Tensor:
+    """MSE against the model's target (epsilon, or v for v-prediction models), optionally
+    Min-SNR-gamma weighted: each sample's loss is scaled by
     min(SNR, gamma) / SNR, so nearly clean timesteps stop dominating the gradient and
     the noisy ones, which decide what is drawn where, train faster."""
-    per_sample = F.mse_loss(prediction, noise, reduction="none").mean(dim=(1, 2, 3))
+    per_sample = F.mse_loss(prediction, target, reduction="none").mean(dim=(1, 2, 3))
     if snr_gamma is None:
         return per_sample.mean()
     alpha_bar = scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
@@ -315,7 +325,7 @@ def _save_checkpoint(out: Path, components: dict, optimizer, ema, state: dict) -
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for name in _COMPONENTS:
+    for name in (*_COMPONENTS, "scheduler"):
         if components.get(name) is not None:
             components[name].save_pretrained(tmp / name)
     torch.save({"optimizer": optimizer.state_dict(), "ema": ema.state_dict() if ema else None},
@@ -343,7 +353,11 @@ def _load_components(checkpoint: Path) -> dict:
         else:
             cls = getattr(transformers, config["architectures"][0])
             components[name] = cls.from_pretrained(folder, use_safetensors=True)
-    components["scheduler"] = flow_training_scheduler() if "transformer" in components else training_scheduler()
+    if (checkpoint / "scheduler").is_dir():  # the noise schedule trained with (a fine-tuned model's own)
+        config = json.loads((checkpoint / "scheduler" / "scheduler_config.json").read_text())
+        components["scheduler"] = getattr(diffusers, config["_class_name"]).from_pretrained(checkpoint / "scheduler")
+    else:  # checkpoints written before schedules were saved: the from-scratch defaults
+        components["scheduler"] = flow_training_scheduler() if "transformer" in components else training_scheduler()
     return components
 
 
