@@ -15,6 +15,7 @@ examples/shapes-prompts.txt, seeds 0-7, images enlarged 4x.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ import cv2
 import numpy as np
 import torch
 
+from synthscene.models.families import family_of
 from synthscene.models.load import load_pipeline
 from synthscene.world.presence import count_dark_parts, dark_share_counts, dark_shares, named_classes, score_presence
 from synthscene.world.render import render_scene
@@ -68,7 +70,9 @@ def main() -> None:
     parser.add_argument("--grid", type=Path, default=None, help="also write the sample grid PNG here")
     args = parser.parse_args()
     started = time.perf_counter()
-    pipe = load_pipeline(args.model)
+    # a pipeline call with what its family needs (SD3 / FLUX: the T5 length the model reads)
+    model = load_pipeline(args.model)
+    pipe = functools.partial(model, **family_of(model).pipeline_kwargs())
     if args.grid is not None:
         prompts = [p.strip() for p in GRID_PROMPTS.read_text().splitlines() if p.strip()]
         grid = sample_grid(pipe, prompts, seeds=8, steps=args.steps, guidance=args.guidance)
