@@ -44,8 +44,9 @@ class Conditioning:
 
 
 class Family:
-    """SD 1.x / 2.x: a UNet conditioned on CLIP's token states, epsilon or v prediction on a
-    DDPM-style schedule."""
+    """What every family adapter offers, as SD 1.x / 2.x do it (a UNet conditioned on CLIP's
+    token states, epsilon or v prediction on a DDPM-style schedule); the other families
+    override what differs."""
 
     name = "sd"
     denoiser_attribute = "unet"
