@@ -27,18 +27,15 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from synthscene.capture import CaptureConfig
 from synthscene.codecs import IGNORE_INDEX
 from synthscene.evaluation.semantic import confusion_matrix, miou_from_confusion
-from synthscene.label.mosaic import region_instances, region_objectness
+from synthscene.label.mosaic import region_instances
 from synthscene.methods import mosaic, text2labels
-from synthscene.methods.mosaic import class_words, generate_mosaic, region_class_errors
+from synthscene.methods.mosaic import class_words, generate_and_locate, region_class_errors
 from synthscene.methods.text2labels import capture_batch, label_sample
 from synthscene.models.families import family_of
 from synthscene.models.load import load_pipeline
 from synthscene.models.schedulers import set_scheduler
-from synthscene.models.tokens import attention_word
-from synthscene.plan import sample_generator
 from synthscene.spec import Text2LabelsSpec, load_spec
 from synthscene.world import CLASS_NAMES, oracle_semantic
 
@@ -62,11 +59,7 @@ def mosaic_quality(spec_path: str, images: int, device: str = "cpu") -> None:
     ious, unchecked_ious, strict_ious, regions, strict_kept = [], [], [], 0, 0
     for task in tqdm(mosaic.plan(spec), desc="mosaic label quality"):
         layout = task.layout  # planned from the sample's layout stream
-        result = generate_mosaic(pipe, list(task.region_prompts), layout, spec.sampler.steps, spec.sampler.guidance,
-                                 sample_generator(task.seed), params.batched,
-                                 CaptureConfig(cross_resolutions=(), step_window=params.step_window))
-        objectness = [region_objectness(result.cross[k], family_of(pipe).text_layout().object_tokens(prompt, [attention_word(word)]),
-                                        layout) for k, (prompt, word) in enumerate(zip(task.region_prompts, task.words))]
+        result, objectness = generate_and_locate(pipe, task, spec)
         errors = (region_class_errors(pipe, result.latents, task, params, class_words(spec))
                   if params.min_class_gain is not None else None)
         found = region_instances(result.image, objectness, layout, params, class_errors=errors)

@@ -180,12 +180,9 @@ def evidence_of(text_layout, captured, b: int, task, params, num_classes: int) -
 
 
 def mosaic_regions(args) -> None:
-    from synthscene.capture import CaptureConfig
-    from synthscene.label.mosaic import region_instances, region_objectness
+    from synthscene.label.mosaic import region_instances
     from synthscene.methods import mosaic
-    from synthscene.methods.mosaic import class_words, generate_mosaic, region_class_errors
-    from synthscene.models.tokens import attention_word
-    from synthscene.plan import sample_generator
+    from synthscene.methods.mosaic import class_words, generate_and_locate, region_class_errors
 
     started = time.perf_counter()
     spec = load_spec("examples/shapes-mosaic.yaml")
@@ -205,12 +202,7 @@ def mosaic_regions(args) -> None:
     counts = {name: {"unknown": [0, 0], "world": [0, 0]} for name in settings}
     for task in tqdm(tasks, desc="mosaic regions"):
         params = spec.mosaic
-        result = generate_mosaic(pipe, list(task.region_prompts), task.layout, spec.sampler.steps,
-                                 spec.sampler.guidance, sample_generator(task.seed), params.batched,
-                                 CaptureConfig(cross_resolutions=(), step_window=params.step_window))
-        objectness = [region_objectness(result.cross[k], family_of(pipe).text_layout().object_tokens(prompt, [attention_word(word)]),
-                                        task.layout)
-                      for k, (prompt, word) in enumerate(zip(task.region_prompts, task.words))]
+        result, objectness = generate_and_locate(pipe, task, spec)
         # every row any setting needs, once; each setting only relabels
         errors = region_class_errors(pipe, result.latents, task, params.model_copy(update={"min_context_margin": 0.0}),
                                      class_words(spec))

@@ -135,7 +135,8 @@ def generate(
     = None,
     prompt: Annotated[list[str] | None, typer.Option(help="Without --spec: a prompt; repeat for several.")] = None,
     prompts_file: Annotated[Path | None, typer.Option(help="Without --spec: one prompt per line.")] = None,
-    model: Annotated[str, typer.Option(help="'embedded', a local pipeline folder, or a hub id.")] = "embedded",
+    model: Annotated[str, typer.Option(help="'embedded' (UNet), 'embedded-mmdit' (SD3 architecture), a local "
+                                            "pipeline folder, or a hub id.")] = "embedded",
     images_per_prompt: int = 4,
     steps: Annotated[int, typer.Option(help="Denoising steps.")] = 25,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale (<= 1: off).")] = 7.5,
@@ -238,7 +239,8 @@ def train_grounding_command(
     base: Annotated[str, typer.Option(help="Base classes, comma-separated (the teacher knows them).")],
     out: Annotated[Path, typer.Option(help="Run folder (must not exist or be empty, unless --resume).")],
     novel: Annotated[str, typer.Option(help="Novel classes, comma-separated (the teacher never saw them).")] = "",
-    model: Annotated[str, typer.Option(help="The generator: 'embedded', a pipeline folder or a hub id.")] = "embedded",
+    model: Annotated[str, typer.Option(help="The generator: 'embedded', 'embedded-mmdit', a pipeline folder or a "
+                                            "hub id.")] = "embedded",
     config: Annotated[Path | None, typer.Option(help="YAML with further settings (see GroundingTrainConfig); "
                                                       "the options above override it.")] = None,
     images_per_base_class: Annotated[int | None, typer.Option(help="Generated images per base class.")] = None,

@@ -108,7 +108,18 @@ class ClassifierSpec(_Strict):
                              f"{info.train_timesteps} training timesteps")
 
 
-class Text2LabelsSpec(ClassifierSpec):
+class ObjectnessSpec(ClassifierSpec):
+    """Where a prompt's objects are, read from its attention to the object tokens
+    (``label.attention_maps.objectness_map``); the classifier then names them."""
+
+    # which text tokens say where the prompt's objects are: "from_first_word" (the class words,
+    # end-of-text and padding: where a context-mixing encoder such as CLIP moves a prompt's
+    # content) or "class_words" (the class words alone: for encoders that do not mix context,
+    # e.g. the embedded MMDiT's T5 embeddings, whose padding is the same vector in every prompt)
+    objectness_tokens: Literal["from_first_word", "class_words"] = "from_first_word"
+
+
+class Text2LabelsSpec(ObjectnessSpec):
     """How labels are read from a generation (see ``synthscene.methods.text2labels``).
 
     ``faithful`` is Dataset Diffusion: class-prompt cross-attention, self-attention
@@ -177,7 +188,7 @@ class Text2LabelsSpec(ClassifierSpec):
         return self
 
 
-class MosaicSpec(ClassifierSpec):
+class MosaicSpec(ObjectnessSpec):
     """MosaicFusion: one prompt per region of a canvas, labels per region.
 
     Sizes are in pixels. ``region_size`` defaults to the model's native size and

@@ -52,10 +52,11 @@ def test_configs_alone_say_what_the_loaded_pipeline_is(family_dir):
     assert model_text_layout(str(path)).length == {"sdxl": 77, "sd3": 77 + 256, "flux": 512}[name]
 
 
-@pytest.mark.parametrize("recipe", ["faithful", "ours"])
-def test_text2labels_runs_on_each_family(family_dir, recipe, tmp_path):
+@pytest.mark.parametrize("recipe, tokens", [("faithful", "from_first_word"), ("ours", "from_first_word"),
+                                            ("ours", "class_words")])
+def test_text2labels_runs_on_each_family(family_dir, recipe, tokens, tmp_path):
     name, path = family_dir
-    out = make_run(_text2labels_spec(name, path, recipe=recipe), tmp_path / "run")
+    out = make_run(_text2labels_spec(name, path, recipe=recipe, objectness_tokens=tokens), tmp_path / "run")
     samples = list(open_run(out).samples())
     assert len(samples) == 3
     labelled = asked = 0
@@ -79,7 +80,8 @@ def test_mosaic_runs_on_each_family_batched_as_sequential(family_dir, tmp_path):
     spec = validate_spec({
         "name": f"mosaic-{name}", "method": "mosaic", "model": str(path), "num_samples": 2, "seed": 4,
         "shard_size": 2, "classes": CLASSES, "sampler": {"scheduler": SCHEDULER[name], "steps": 2, "guidance": 3.0},
-        "mosaic": {"grid": [1, 2], "region_size": [32, 32], "min_class_gain": None, "area_range": [0.0, 1.0]},
+        "mosaic": {"grid": [1, 2], "region_size": [32, 32], "min_class_gain": None, "area_range": [0.0, 1.0],
+                   "objectness_tokens": "class_words"},
     })
     out = make_run(spec, tmp_path / "run")
     samples = list(open_run(out).samples())
@@ -123,6 +125,8 @@ def test_words_sit_in_every_encoders_part_of_the_text_axis():
     assert t5.convert_ids_to_tokens(t5(prompt).input_ids[7]) == "▁leaf"
     objects = layout.object_tokens(prompt, ["ball", "leaf"])
     assert objects[0] == 5 and 76 in objects and 77 + 4 in objects and 77 + 3 not in objects
+    # the class words alone (objectness_tokens: class_words): "ball" and "leaf" in each part
+    assert layout.object_tokens(prompt, ["ball", "leaf"], class_words_only=True) == [5, 8, 77 + 4, 77 + 7]
 
 
 def test_bad_family_input_is_refused_before_anything_is_written(family_dir, tmp_path):

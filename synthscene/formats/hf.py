@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from synthscene.codecs import IGNORE_INDEX, json_value, mask_to_rle
+from synthscene.models.info import EMBEDDED_MODELS
 from synthscene.records import Sample
 from synthscene.store import Run, SampleFiles
 
@@ -157,10 +158,10 @@ def write_hf(run: Run, out: Path, samples_per_file: int = 500) -> None:
 
 
 def public_model_name(model: str) -> str:
-    """The model as a card meant for sharing may name it: "embedded" or a hub id as given,
+    """The model as a card meant for sharing may name it: "embedded" (-mmdit) or a hub id as given,
     a local folder by its last part only (its full path would tell where the user keeps files)."""
     path = Path(model)
-    if model == "embedded" or not (path.is_absolute() or path.exists() or model.startswith(".")):
+    if model in EMBEDDED_MODELS or not (path.is_absolute() or path.exists() or model.startswith(".")):
         return model
     return f"local folder {path.name}"
 

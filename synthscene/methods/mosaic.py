@@ -270,18 +270,11 @@ class Worker:
 def mosaic_sample(pipe, task: Task, spec: MosaicDatasetSpec, sam=None) -> Sample | None:
     """Generate and label one mosaic (None when ``strict`` drops it); ``sam``: an optional
     ``SamRefiner`` whose box-prompted masks replace the instances' (within their region)."""
-    from synthscene.capture import CaptureConfig
-    from synthscene.label.mosaic import mosaic_labels, region_objectness
-    from synthscene.models.families import family_of
+    from synthscene.label.mosaic import mosaic_labels
 
     params = spec.mosaic
     layout = task.layout
-    capture = CaptureConfig(cross_resolutions=(), step_window=params.step_window)
-    result = generate_mosaic(pipe, list(task.region_prompts), layout, spec.sampler.steps, spec.sampler.guidance,
-                             sample_generator(task.seed), params.batched, capture)
-    text_layout = family_of(pipe).text_layout()
-    objectness = [region_objectness(result.cross[k], text_layout.object_tokens(prompt, [attention_word(word)]), layout)
-                  for k, (prompt, word) in enumerate(zip(task.region_prompts, task.words))]
+    result, objectness = generate_and_locate(pipe, task, spec)
     errors = (region_class_errors(pipe, result.latents, task, params, class_words(spec))
               if params.min_class_gain is not None else None)
     labels, kept = mosaic_labels(result.image, objectness, layout, task.class_ids, params, sam, errors)
@@ -290,6 +283,26 @@ def mosaic_sample(pipe, task: Task, spec: MosaicDatasetSpec, sam=None) -> Sample
     extra = {"layout": layout.to_json(), "region_prompts": list(task.region_prompts), "regions_kept": kept}
     return Sample(task.index, task.seed, task.caption, result.image, labels.instances, labels.semantic,
                   task.class_ids, labels.dropped, extra)
+
+
+def generate_and_locate(pipe, task: Task, spec: MosaicDatasetSpec) -> tuple[MosaicResult, list[np.ndarray]]:
+    """Generate one mosaic and read, per region, where its object is: the region's attention
+    to its object tokens (``spec.mosaic.objectness_tokens``) on its window."""
+    from synthscene.capture import CaptureConfig
+    from synthscene.label.mosaic import region_objectness
+    from synthscene.models.families import family_of
+
+    params = spec.mosaic
+    capture = CaptureConfig(cross_resolutions=(), step_window=params.step_window)
+    result = generate_mosaic(pipe, list(task.region_prompts), task.layout, spec.sampler.steps, spec.sampler.guidance,
+                             sample_generator(task.seed), params.batched, capture)
+    text_layout = family_of(pipe).text_layout()
+    words_only = params.objectness_tokens == "class_words"
+    objectness = []
+    for k, (prompt, word) in enumerate(zip(task.region_prompts, task.words)):
+        tokens = text_layout.object_tokens(prompt, [attention_word(word)], words_only)
+        objectness.append(region_objectness(result.cross[k], tokens, task.layout))
+    return result, objectness
 
 
 def region_class_errors(pipe, latents, task: Task, params: MosaicSpec,

@@ -289,7 +289,8 @@ def label_sample(text_layout: TextLayout, captured: CapturedBatch, b: int, task:
             groups = [text_layout.positions(task.prompt, attention_word(w)) for w in task.words]
         labels = faithful_labels(image, cross, groups, self_attention, task.class_ids, params, num_classes)
     else:
-        objects = text_layout.object_tokens(task.prompt, [attention_word(w) for w in task.words])
+        objects = text_layout.object_tokens(task.prompt, [attention_word(w) for w in task.words],
+                                            class_words_only=params.objectness_tokens == "class_words")
         errors = captured.class_errors[b] or ClassErrors(None)
         labels = ours_labels(image, cross, objects, self_attention, errors.named, task.class_ids, params, num_classes,
                              errors.presence)

@@ -15,6 +15,10 @@ from pathlib import Path
 
 EMBEDDED_MODEL_NAME = "embedded"
 EMBEDDED_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "shapes_model"
+# the same world on an SD3-architecture transformer (issue: model families)
+EMBEDDED_MMDIT_NAME = "embedded-mmdit"
+EMBEDDED_MMDIT_DIR = EMBEDDED_MODEL_DIR.parent / "shapes_mmdit"
+EMBEDDED_MODELS = {EMBEDDED_MODEL_NAME: EMBEDDED_MODEL_DIR, EMBEDDED_MMDIT_NAME: EMBEDDED_MMDIT_DIR}
 # trained beside the embedded model (issue: layouts): a train-controlnet run's output and a
 # train-parts output, each named "embedded" where a spec asks for a ControlNet or part model
 EMBEDDED_CONTROLNET_DIR = EMBEDDED_MODEL_DIR.parent / "shapes_controlnet"
@@ -32,8 +36,8 @@ class ModelNotFoundError(FileNotFoundError):
 
 def resolve_model(model: str) -> tuple[str, bool]:
     """(path or hub id, is_local) for a ``--model`` value."""
-    if model == EMBEDDED_MODEL_NAME:
-        return str(EMBEDDED_MODEL_DIR), True
+    if model in EMBEDDED_MODELS:
+        return str(EMBEDDED_MODELS[model]), True
     path = Path(model).expanduser()
     if path.exists():
         return str(path), True
@@ -187,7 +191,7 @@ def model_fingerprint(model: str) -> dict:
         digest.update(str(path.stat().st_size).encode())
         with open(path, "rb") as f:
             digest.update(f.read(16 << 20))
-    return {"name_or_path": model if model == EMBEDDED_MODEL_NAME else str(resolve_model(model)[0]),
+    return {"name_or_path": model if model in EMBEDDED_MODELS else str(resolve_model(model)[0]),
             "class": info.pipeline_class,
             "unet_sha256_prefix": digest.hexdigest()[:16] if weights else None}
 

@@ -76,15 +76,19 @@ class TextLayout:
         return [part.offset + i for part in self.parts if part.tokenizer is not None
                 for i in token_indices(part.tokenizer, prompt, phrase, start)]
 
-    def object_tokens(self, prompt: str, phrases: list[str]) -> list[int]:
+    def object_tokens(self, prompt: str, phrases: list[str], class_words_only: bool = False) -> list[int]:
         """Every position from the first class word on, in every part (the words, end-of-text
-        and padding: where a prompt's objects are, see ``label.attention_maps.objectness_map``)."""
+        and padding: where a prompt's objects are, see ``label.attention_maps.objectness_map``);
+        with ``class_words_only`` the class words' own positions alone."""
         tokens = []
         for part in self.parts:
             if part.tokenizer is None:
                 continue
-            first = min(token_indices(part.tokenizer, prompt, phrase)[0] for phrase in phrases)
-            tokens += range(part.offset + first, part.offset + part.length)
+            words = [token_indices(part.tokenizer, prompt, phrase) for phrase in phrases]
+            if class_words_only:
+                tokens += sorted({part.offset + i for indices in words for i in indices})
+            else:
+                tokens += range(part.offset + min(indices[0] for indices in words), part.offset + part.length)
         return tokens
 
 
