@@ -71,6 +71,10 @@ class SamplerSpec(_Strict):
                 raise ValueError(f"sampler.size {self.size[0]}x{self.size[1]} px: this {info.family} model needs sides "
                                  f"that are positive multiples of {multiple} px (VAE factor {info.vae_factor} x "
                                  f"{info.latent_multiple} latent pixels per {'token' if info.patch_size > 1 else 'level'})")
+            largest = info.max_latent_size and info.max_latent_size * info.vae_factor
+            if largest and max(self.size) > largest:
+                raise ValueError(f"sampler.size {self.size[0]}x{self.size[1]} px: this {info.family} model takes sides "
+                                 f"up to {largest} px (what its position embedding covers)")
         if (self.scheduler in FLOW_MATCHING_SCHEDULERS) == info.flow_matching:
             return
         if info.flow_matching:

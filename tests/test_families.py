@@ -149,6 +149,12 @@ def test_bad_family_input_is_refused_before_anything_is_written(family_dir, tmp_
         model_text_layout(str(path)).check(long)
     with pytest.raises(ValueError, match="divisible by 2"):
         mosaic.plan_layout(MosaicSpec(canvas=(40, 32)), model_info(str(path)), np.random.default_rng(0))
+    if name == "sd3":  # its position embedding covers 32 tokens of 2x2 latents = 128 px at VAE factor 2
+        with pytest.raises(ValueError, match="up to 128 px"):
+            spec = _text2labels_spec(name, path)
+            make_run(spec.model_copy(update={"sampler": spec.sampler.model_copy(update={"size": (160, 128)})}), run)
+        with pytest.raises(ValueError, match="exceed the 128 px this sd3 model's position embedding covers"):
+            mosaic.plan_layout(MosaicSpec(region_size=(128, 128)), model_info(str(path)), np.random.default_rng(0))
     assert not run.exists()
 
 

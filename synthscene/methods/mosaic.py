@@ -106,6 +106,11 @@ def plan_layout(params: MosaicSpec, info: ModelInfo, rng: np.random.Generator) -
     step = info.latent_multiple
     window = tuple(min(side, -(-max(extent) // step) * step) for side, extent in
                    ((height, [c[1] - c[0] for c in cells]), (width, [c[3] - c[2] for c in cells])))
+    largest = info.max_latent_size
+    if largest and max(window) > largest:
+        raise ValueError(f"mosaic windows of {window[0] * vae_factor}x{window[1] * vae_factor} px (a region with its "
+                         f"jitter and overlap) exceed the {largest * vae_factor} px this {info.family} model's position "
+                         f"embedding covers: use a smaller region_size, jitter or overlap")
     windows = tuple((min(max(0, (y0 + y1 - window[0]) // 2), height - window[0]),
                      min(max(0, (x0 + x1 - window[1]) // 2), width - window[1])) for y0, y1, x0, x1 in cells)
     return MosaicLayout((height, width), cells, windows, window, vae_factor)

@@ -94,6 +94,8 @@ class ModelInfo:
     family: str = "sd"  # "sd", "sdxl", "sd3", "flux" (``models.text_layout.family_name``)
     patch_size: int = 1  # latent pixels per token side (SD3: its patch; FLUX: 2, its packing)
     flow_matching: bool = False  # trained with flow matching (SD3, FLUX): its scheduler is a FlowMatch one
+    # the largest latent side the denoiser takes (SD3: what its position embedding covers); None: any
+    max_latent_size: int | None = None
 
     @property
     def latent_multiple(self) -> int:
@@ -147,6 +149,8 @@ def _info(pipeline_class: str, family: str, denoiser: dict, vae: dict, scheduler
         family=family,
         patch_size=patch,
         flow_matching=str(scheduler.get("_class_name", "")).startswith("FlowMatch"),
+        max_latent_size=(int(denoiser["pos_embed_max_size"]) * patch
+                         if family == "sd3" and denoiser.get("pos_embed_max_size") else None),
     )
 
 
