@@ -106,9 +106,12 @@ def main() -> None:
     tasks = text2labels.plan(spec)
     text2labels.check(spec, tasks)
     params = spec.text2labels
-    # the spec's own parameters for its recipe, the defaults for the other; "ours_decided" is
-    # ours with every pixel decided (no uncertain edge band), labelled from the same capture
-    recipes = {name: params if params.recipe == name else Text2LabelsSpec(recipe=name) for name in ("ours", "faithful")}
+    # the spec's own parameters for its recipe, the defaults for the other but what the model
+    # decides (its grids, its object tokens); "ours_decided" is ours with every pixel decided
+    # (no uncertain edge band), labelled from the same capture
+    model_fields = {f: getattr(params, f) for f in ("cross_resolutions", "self_resolution", "objectness_tokens")}
+    recipes = {name: params if params.recipe == name else Text2LabelsSpec(recipe=name, **model_fields)
+               for name in ("ours", "faithful")}
     variants = {"ours": {"ours": recipes["ours"],
                          "ours_decided": recipes["ours"].model_copy(update={"uncertain_blend": None})},
                 "faithful": {"faithful": recipes["faithful"]}}

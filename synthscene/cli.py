@@ -239,8 +239,8 @@ def train_grounding_command(
     base: Annotated[str, typer.Option(help="Base classes, comma-separated (the teacher knows them).")],
     out: Annotated[Path, typer.Option(help="Run folder (must not exist or be empty, unless --resume).")],
     novel: Annotated[str, typer.Option(help="Novel classes, comma-separated (the teacher never saw them).")] = "",
-    model: Annotated[str, typer.Option(help="The generator: 'embedded', 'embedded-mmdit', a pipeline folder or a "
-                                            "hub id.")] = "embedded",
+    model: Annotated[str, typer.Option(help="The generator (an SD 1.x / 2.x UNet): 'embedded', a pipeline folder "
+                                            "or a hub id.")] = "embedded",
     config: Annotated[Path | None, typer.Option(help="YAML with further settings (see GroundingTrainConfig); "
                                                       "the options above override it.")] = None,
     images_per_base_class: Annotated[int | None, typer.Option(help="Generated images per base class.")] = None,

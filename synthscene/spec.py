@@ -114,13 +114,18 @@ class ClassifierSpec(_Strict):
 
 class ObjectnessSpec(ClassifierSpec):
     """Where a prompt's objects are, read from its attention to the object tokens
-    (``label.attention_maps.objectness_map``); the classifier then names them."""
+    (``label.attention_maps.objectness_map``); the classifier (its base) then names them."""
 
-    # which text tokens say where the prompt's objects are: "from_first_word" (the class words,
-    # end-of-text and padding: where a context-mixing encoder such as CLIP moves a prompt's
-    # content) or "class_words" (the class words alone: for encoders that do not mix context,
-    # e.g. the embedded MMDiT's T5 embeddings, whose padding is the same vector in every prompt)
-    objectness_tokens: Literal["from_first_word", "class_words"] = "from_first_word"
+    # which text tokens say where the prompt's objects are (recipe ours, and mosaic):
+    # "from_first_class_word" (the class words, end-of-text and padding: where a context-mixing
+    # encoder such as real SD's CLIP moves a prompt's content) or "class_words" (the class words
+    # alone: for token states without context, e.g. the embedded MMDiT's, whose padding is the
+    # same vector in every prompt)
+    objectness_tokens: Literal["from_first_class_word", "class_words"] = "from_first_class_word"
+
+    @property
+    def class_words_only(self) -> bool:
+        return self.objectness_tokens == "class_words"
 
 
 class Text2LabelsSpec(ObjectnessSpec):

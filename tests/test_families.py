@@ -49,10 +49,11 @@ def test_configs_alone_say_what_the_loaded_pipeline_is(family_dir):
     assert info.family == family_of(pipe).name == name
     assert info.flow_matching == (name != "sdxl") and info.joint_attention == (name != "sdxl")
     assert info.latent_multiple == {"sdxl": 4, "sd3": 2, "flux": 2}[name]
+    assert info.max_latent_size == {"sdxl": None, "sd3": 64, "flux": None}[name]  # SD3: 32 positions x 2
     assert model_text_layout(str(path)).length == {"sdxl": 77, "sd3": 77 + 256, "flux": 512}[name]
 
 
-@pytest.mark.parametrize("recipe, tokens", [("faithful", "from_first_word"), ("ours", "from_first_word"),
+@pytest.mark.parametrize("recipe, tokens", [("faithful", "from_first_class_word"), ("ours", "from_first_class_word"),
                                             ("ours", "class_words")])
 def test_text2labels_runs_on_each_family(family_dir, recipe, tokens, tmp_path):
     name, path = family_dir
@@ -150,6 +151,8 @@ def test_bad_family_input_is_refused_before_anything_is_written(family_dir, tmp_
     with pytest.raises(ValueError, match="divisible by 2"):
         mosaic.plan_layout(MosaicSpec(canvas=(40, 32)), model_info(str(path)), np.random.default_rng(0))
     if name == "sd3":  # its position embedding covers 32 tokens of 2x2 latents = 128 px at VAE factor 2
+        spec = _text2labels_spec(name, path)
+        spec.sampler.model_copy(update={"size": (128, 128)}).check_model(model_info(str(path)))  # the largest
         with pytest.raises(ValueError, match="up to 128 px"):
             spec = _text2labels_spec(name, path)
             make_run(spec.model_copy(update={"sampler": spec.sampler.model_copy(update={"size": (160, 128)})}), run)
@@ -158,15 +161,24 @@ def test_bad_family_input_is_refused_before_anything_is_written(family_dir, tmp_
     assert not run.exists()
 
 
-def test_methods_refuse_families_they_do_not_run_on(family_dir):
+def test_methods_refuse_families_they_do_not_run_on(family_dir, tmp_path):
+    from synthscene.grounding.train import GroundingTrainConfig, train_grounding
     from synthscene.methods.restyle import check_mode
     from synthscene.models.info import require_family
     from synthscene.spec import RestyleSpec
+    from synthscene.train.controlnet import ControlNetTrainConfig, train_controlnet
 
     name, path = family_dir
     info = model_info(str(path))
     with pytest.raises(ValueError, match=f"runs on SD 1.x / 2.x pipelines; this model is {name.upper()}"):
         require_family(info, "method 'layout' (a ControlNet)")
+    # the trainers on UNet features refuse before they write their run folder
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="train-grounding .* runs on SD 1.x / 2.x"):
+        train_grounding(GroundingTrainConfig(teacher="none", model=str(path), base_classes=("ball",)), out)
+    with pytest.raises(ValueError, match="train-controlnet runs on SD 1.x / 2.x"):
+        train_controlnet(ControlNetTrainConfig(data="none", model=str(path)), out)
+    assert not out.exists()
     if name == "sdxl":
         check_mode(info, RestyleSpec.model_construct())  # restyle runs on SDXL
     else:

@@ -53,6 +53,30 @@ def test_split_points_are_jittered_and_reproducible(tiny_info):
     assert fixed.cells[0][1] - fixed.cells[0][0] == fixed.cells[2][1] - fixed.cells[2][0]
 
 
+@pytest.mark.parametrize("grid, region, jitter", [((2, 2), 24, (0.75, 1.25)), ((3, 2), 40, (0.5, 1.5)),
+                                                  ((1, 3), 30, (0.9, 1.1)), ((4, 4), 24, (0.75, 1.25))])
+def test_the_widest_window_bound_holds_for_every_jitter(tiny_info, grid, region, jitter):
+    """SD3's limit is checked once from ``_widest_cell``, before any sample's split points are drawn."""
+    from dataclasses import replace
+
+    from synthscene.methods.mosaic import _widest_cell
+
+    params = MosaicSpec(grid=grid, region_size=(region, region), jitter=jitter)
+    info = replace(tiny_info, vae_factor=1)
+    windows = [plan_layout(params, info, np.random.default_rng(seed)).window for seed in range(300)]
+    layout = plan_layout(params, info, np.random.default_rng(0))
+    half = [round(region * f) // 2 for f in (48 / 512, 64 / 512)]
+    step = info.latent_multiple  # windows round up to what the denoiser divides by
+    bound = [min(side, -(-_widest_cell(side, n, jitter, h) // step) * step)
+             for side, n, h in zip(layout.canvas, grid, half)]
+    assert max(w[0] for w in windows) <= bound[0] and max(w[1] for w in windows) <= bound[1]
+    # and not loose: 300 draws come within rounding and 5 % of it (both extremes at once are rare)
+    assert all(b - max(w[i] for w in windows) <= 2 + 0.05 * b for i, b in enumerate(bound))
+    with pytest.raises(ValueError, match="position embedding covers"):
+        plan_layout(params, replace(info, max_latent_size=max(bound) - 1), np.random.default_rng(0))
+    assert plan_layout(params, replace(info, max_latent_size=max(bound)), np.random.default_rng(0))
+
+
 def test_batched_and_sequential_make_the_same_image(tiny_pipe, tiny_info):
     layout = plan_layout(MosaicSpec(), tiny_info, np.random.default_rng(0))
     prompts = ["a photo of a ball", "a photo of a leaf", "a photo of a box", "a photo of a star"]

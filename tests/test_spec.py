@@ -35,7 +35,8 @@ def test_errors_name_the_field_and_what_to_change(tmp_path):
 
 
 def test_the_examples_load_and_round_trip(tmp_path):
-    for name in ("shapes-text2labels", "shapes-mosaic", "shapes-grounding", "shapes-restyle"):
+    for name in ("shapes-text2labels", "shapes-mosaic", "shapes-grounding", "shapes-restyle",
+                 "shapes-mmdit-text2labels", "shapes-mmdit-mosaic"):
         spec = load_spec(f"examples/{name}.yaml")
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
@@ -44,7 +45,8 @@ def test_the_examples_load_and_round_trip(tmp_path):
 
 def test_loading_a_spec_imports_neither_torch_nor_diffusers():
     code = ("import sys; from synthscene.spec import load_spec; load_spec('examples/shapes-mosaic.yaml'); "
-            "load_spec('examples/shapes-text2labels.yaml'); load_spec('examples/shapes-grounding.yaml'); load_spec('examples/shapes-restyle.yaml'); print([m for m in ('torch', 'diffusers') if m in sys.modules])")
+            "load_spec('examples/shapes-text2labels.yaml'); load_spec('examples/shapes-grounding.yaml'); load_spec('examples/shapes-restyle.yaml'); "
+            "load_spec('examples/shapes-mmdit-text2labels.yaml'); load_spec('examples/shapes-mmdit-mosaic.yaml'); print([m for m in ('torch', 'diffusers') if m in sys.modules])")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
 
 

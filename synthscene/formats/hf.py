@@ -158,7 +158,7 @@ def write_hf(run: Run, out: Path, samples_per_file: int = 500) -> None:
 
 
 def public_model_name(model: str) -> str:
-    """The model as a card meant for sharing may name it: "embedded" (-mmdit) or a hub id as given,
+    """The model as a card meant for sharing may name it: "embedded", "embedded-mmdit" or a hub id as given,
     a local folder by its last part only (its full path would tell where the user keeps files)."""
     path = Path(model)
     if model in EMBEDDED_MODELS or not (path.is_absolute() or path.exists() or model.startswith(".")):

@@ -183,10 +183,11 @@ def train_grounding(config: GroundingTrainConfig, out: str | Path, resume: bool 
     earlier run, whose generation settings must be the same: to retrain a head with other
     training settings without generating again."""
     from synthscene.grounding.text import class_embeddings
-    from synthscene.models.info import load_tokenizer
+    from synthscene.models.info import load_tokenizer, model_info, require_family
     from synthscene.models.load import load_pipeline
 
     out = Path(out)
+    require_family(model_info(config.model), "train-grounding (UNet features)")
     items = plan_prompts(config)
     check_prompts(load_tokenizer(config.model), config, items)
     teacher, teacher_names = load_teacher(config)

@@ -40,9 +40,10 @@ def class_maps(cross_maps: dict[tuple[int, int], torch.Tensor], token_groups: li
 
 def objectness_map(cross_maps: dict[tuple[int, int], torch.Tensor], object_tokens: list[int],
                    size: tuple[int, int] | None = None) -> torch.Tensor:
-    """Where the prompt's objects are: attention to the ``object_tokens``, every token from the
-    first class word on (the class words, end-of-text and padding; not BOS and the words
-    before the first class; ``models.text_layout.TextLayout.object_tokens``), summed, averaged
+    """Where the prompt's objects are: attention to the ``object_tokens`` (by default every token
+    from the first class word on: the class words, end-of-text and padding, not BOS and the words
+    before the first class; or the class words alone: ``models.text_layout.TextLayout.object_tokens``
+    and the spec's ``objectness_tokens``), summed, averaged
     over resolutions on one grid (default: the finest) and min-max normalised.
 
     Args:

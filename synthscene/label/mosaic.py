@@ -1,6 +1,6 @@
 """MosaicFusion's labels as pure functions: per-region objectness -> instances.
 
-Each region's objectness (its prompt's cross-attention from the class word on, finest
+Each region's objectness (its prompt's cross-attention to its object tokens, finest
 resolution, later steps) is thresholded by Otsu, cut by GrabCut against the image and
 split into connected components within the area bounds. Every pixel belongs to the
 region whose weight is largest there, so instances never overlap in the bands between
@@ -36,7 +36,7 @@ class RegionInstance:
 
 def region_objectness(cross: dict, object_tokens: list[int], layout) -> np.ndarray:
     """float [H, W] in [0, 1] on a region's window at image resolution, from its captured
-    maps ``cross`` {(h, w): [T, h, w]} and the prompt's tokens from the class word on."""
+    maps ``cross`` {(h, w): [T, h, w]} and the prompt's object tokens (``objectness_tokens``)."""
     finest = max(cross)
     objectness = objectness_map({finest: cross[finest]}, object_tokens)
     size = (layout.window[0] * layout.vae_factor, layout.window[1] * layout.vae_factor)

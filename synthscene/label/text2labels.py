@@ -43,7 +43,7 @@ def faithful_labels(image: np.ndarray, cross: dict, token_groups: list[list[int]
 def ours_labels(image: np.ndarray, cross: dict, object_tokens: list[int], self_attention: torch.Tensor | None,
                 class_errors: torch.Tensor | None, class_ids, params, num_classes: int,
                 presence_errors: PresenceErrors | None = None) -> Labels:
-    """Our recipe: objectness from the prompt's ``object_tokens`` (from the first class word on), spread along
+    """Our recipe: objectness from the prompt's ``object_tokens`` (``objectness_tokens``), spread along
     the self-attention, cut by GrabCut and a colour matte, split into colour segments,
     each segment classified by the denoising errors ``class_errors`` [K, h, w] (None: one
     named class, no check). With ``presence_errors`` (``PresenceErrors`` on the latent grid),

@@ -8,8 +8,9 @@ Unlike the released code, all windows share one size so a step is one batched UN
 (``batched=False`` runs them one after another, for low memory). The layout is stored in
 each record rather than re-derived from a random generator.
 
-Labels: each region's objectness from its prompt's cross-attention (tokens from the class
-word on, finest resolution, later steps), Otsu threshold, GrabCut against the image (the
+Labels: each region's objectness from its prompt's cross-attention (to the tokens from the
+class word on, or the class word alone: ``objectness_tokens``; finest resolution, later
+steps), Otsu threshold, GrabCut against the image (the
 fast bilateral solver MosaicFusion uses needs an opencv built with Eigen, which the PyPI
 wheels are not), connected components with area bounds. Every pixel belongs to the region
 whose weight is largest there, so instances never overlap in the bands between regions.
@@ -18,6 +19,7 @@ whose weight is largest there, so instances never overlap in the bands between r
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -84,7 +86,8 @@ class MosaicLayout:
 
 def plan_layout(params: MosaicSpec, info: ModelInfo, rng: np.random.Generator) -> MosaicLayout:
     """A jittered grid of regions on the canvas, in latent pixels, for a model with the
-    geometry ``info`` (``synthscene.models.info``)."""
+    geometry ``info`` (``synthscene.models.info``). Raises ValueError for a canvas the model
+    cannot take (not a multiple of its VAE factor x patch, or past its position embedding)."""
     vae_factor, native, multiple = info.vae_factor, info.latent_size, info.vae_factor * max(8, info.latent_multiple)
     rows, cols = params.grid
     region = params.region_size or (native * vae_factor, native * vae_factor)
@@ -97,23 +100,38 @@ def plan_layout(params: MosaicSpec, info: ModelInfo, rng: np.random.Generator) -
         raise ValueError(f"canvas {canvas[0]}x{canvas[1]} px is not a multiple of {multiple} px "
                          f"(the model's VAE factor {vae_factor} x {multiple // vae_factor}{patch})")
     height, width = canvas[0] // vae_factor, canvas[1] // vae_factor
+    half_y, half_x = overlap[0] // vae_factor // 2, overlap[1] // vae_factor // 2
+    step = info.latent_multiple
+    if info.max_latent_size:  # checked for the widest cell any jitter may draw, so every sample fits
+        widest = [min(side, -(-_widest_cell(side, parts, params.jitter, half) // step) * step)
+                  for side, parts, half in ((height, rows, half_y), (width, cols, half_x))]
+        if max(widest) > info.max_latent_size:
+            raise ValueError(f"mosaic windows of up to {widest[0] * vae_factor}x{widest[1] * vae_factor} px (a region "
+                             f"with its jitter and overlap) exceed the {info.max_latent_size * vae_factor} px this "
+                             f"{info.family} model's position embedding covers: use a smaller region_size, jitter or "
+                             "overlap")
     ys = _jittered_splits(height, rows, params.jitter, rng)
     xs = _jittered_splits(width, cols, params.jitter, rng)
-    half_y, half_x = overlap[0] // vae_factor // 2, overlap[1] // vae_factor // 2
     cells = tuple((max(0, ys[r] - half_y), min(height, ys[r + 1] + half_y),
                    max(0, xs[c] - half_x), min(width, xs[c + 1] + half_x))
                   for r in range(rows) for c in range(cols))
-    step = info.latent_multiple
     window = tuple(min(side, -(-max(extent) // step) * step) for side, extent in
                    ((height, [c[1] - c[0] for c in cells]), (width, [c[3] - c[2] for c in cells])))
-    largest = info.max_latent_size
-    if largest and max(window) > largest:
-        raise ValueError(f"mosaic windows of {window[0] * vae_factor}x{window[1] * vae_factor} px (a region with its "
-                         f"jitter and overlap) exceed the {largest * vae_factor} px this {info.family} model's position "
-                         f"embedding covers: use a smaller region_size, jitter or overlap")
     windows = tuple((min(max(0, (y0 + y1 - window[0]) // 2), height - window[0]),
                      min(max(0, (x0 + x1 - window[1]) // 2), width - window[1])) for y0, y1, x0, x1 in cells)
     return MosaicLayout((height, width), cells, windows, window, vae_factor)
+
+
+def _widest_cell(length: int, parts: int, jitter: tuple[float, float], half_overlap: int) -> int:
+    """The most latent pixels one cell of ``_jittered_splits`` can span, with its overlap."""
+    if parts == 1:
+        return length
+    size, (low, high) = length / parts, jitter
+    # the first or the last cell: one rounded split point away from the canvas edge
+    edge = math.floor(max(high, 2.0 - low) * size + 0.5) + half_overlap
+    # a middle cell: between two rounded split points
+    inner = math.floor((1.0 + high - low) * size) + 1 + 2 * half_overlap if parts > 2 else 0
+    return min(length, max(edge, inner))
 
 
 def _jittered_splits(length: int, parts: int, jitter: tuple[float, float], rng) -> list[int]:
@@ -302,10 +320,9 @@ def generate_and_locate(pipe, task: Task, spec: MosaicDatasetSpec) -> tuple[Mosa
     result = generate_mosaic(pipe, list(task.region_prompts), task.layout, spec.sampler.steps, spec.sampler.guidance,
                              sample_generator(task.seed), params.batched, capture)
     text_layout = family_of(pipe).text_layout()
-    words_only = params.objectness_tokens == "class_words"
     objectness = []
     for k, (prompt, word) in enumerate(zip(task.region_prompts, task.words)):
-        tokens = text_layout.object_tokens(prompt, [attention_word(word)], words_only)
+        tokens = text_layout.object_tokens(prompt, [attention_word(word)], class_words_only=params.class_words_only)
         objectness.append(region_objectness(result.cross[k], tokens, task.layout))
     return result, objectness
 

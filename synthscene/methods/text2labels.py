@@ -8,8 +8,9 @@ The image is generated from the prompt alone; labels are read while it is made.
   are refined with exponentiated self-attention, min-max normalised per class and
   thresholded into a semantic mask with an uncertain band (255).
 - ``ours``: objectness is the prompt's own cross-attention to everything from the first
-  class word on (on the embedded model the end-of-text and padding tokens carry the
-  objects, on SD the words do), over the later steps, spread once along the self-attention
+  class word on (on the embedded UNet model the end-of-text and padding tokens carry the
+  objects, on SD the words do), or to the class words alone (``objectness_tokens:
+  class_words``, for token states without context such as the embedded MMDiT's), over the later steps, spread once along the self-attention
   (which fills objects out to their edges and drops stray hot spots); GrabCut and a colour
   matte cut it against the image (``synthscene.label.refine``); the foreground splits into
   one segment per object by colour, and each segment takes the named class with the
@@ -290,7 +291,7 @@ def label_sample(text_layout: TextLayout, captured: CapturedBatch, b: int, task:
         labels = faithful_labels(image, cross, groups, self_attention, task.class_ids, params, num_classes)
     else:
         objects = text_layout.object_tokens(task.prompt, [attention_word(w) for w in task.words],
-                                            class_words_only=params.objectness_tokens == "class_words")
+                                            class_words_only=params.class_words_only)
         errors = captured.class_errors[b] or ClassErrors(None)
         labels = ours_labels(image, cross, objects, self_attention, errors.named, task.class_ids, params, num_classes,
                              errors.presence)

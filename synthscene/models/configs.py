@@ -191,7 +191,8 @@ def build_mmdit_components(arch: MMDiTArchitecture) -> dict:
         in_channels=arch.latent_channels, out_channels=arch.latent_channels, num_layers=arch.layers,
         attention_head_dim=arch.head_dim, num_attention_heads=arch.heads, joint_attention_dim=joint,
         caption_projection_dim=arch.width, pooled_projection_dim=joint,
-        pos_embed_max_size=arch.resolution // arch.patch_size, qk_norm="rms_norm",
+        # positions for the native token grid only (larger sizes are refused: models.info.max_latent_size)
+        pos_embed_max_size=arch.resolution // 2 ** (len(arch.vae_channels) - 1) // arch.patch_size, qk_norm="rms_norm",
     )
     return {"vae": vae, "transformer": transformer, "text_encoder": clip(), "text_encoder_2": clip(),
             "text_encoder_3": t5, "tokenizer": tokenizer, "tokenizer_2": tokenizer, "tokenizer_3": t5_tokenizer,

@@ -44,6 +44,18 @@ def resolve_model(model: str) -> tuple[str, bool]:
     return model, False
 
 
+def check_pipeline_folder(model: str, folder: Path) -> None:
+    """Refuse a local folder that holds no pipeline, saying what was expected there."""
+    if (folder / "model_index.json").is_file():
+        return
+    if model in EMBEDDED_MODELS:
+        raise ModelNotFoundError(f"model {model!r}: the embedded pipeline is missing from {folder} (a partial "
+                                 "install or checkout?); reinstall synthscene, or train one with synthscene "
+                                 "train-generator and pass its model folder")
+    raise ModelNotFoundError(f"model {model!r}: tried local folder {folder}, which has no model_index.json "
+                             "(expected a folder written by save_pretrained)")
+
+
 def looks_like_hub_id(model: str) -> bool:
     return model.count("/") == 1 and not model.startswith((".", "/", "~"))
 
@@ -54,9 +66,7 @@ def model_folder(model: str) -> Path:
     the hub cache's snapshot of a hub id's configs and tokenizers (no weights fetched)."""
     source, is_local = resolve_model(model)
     if is_local:
-        if not (Path(source) / "model_index.json").is_file():
-            raise ModelNotFoundError(f"model {model!r}: tried local folder {source}, which has no model_index.json "
-                                     "(expected a folder written by save_pretrained)")
+        check_pipeline_folder(model, Path(source))
         return Path(source)
     if not looks_like_hub_id(model):
         raise ModelNotFoundError(f"model {model!r}: tried local folder {Path(model).resolve()} (does not exist); "
@@ -136,7 +146,9 @@ def model_info(model: str) -> ModelInfo:
 def _info(pipeline_class: str, family: str, denoiser: dict, vae: dict, scheduler: dict,
           text_dim: int | None) -> ModelInfo:
     transformer = family in ("sd3", "flux")
-    patch = int(denoiser.get("patch_size", 1)) * (2 if family == "flux" else 1)
+    # SD3Transformer2DModel's defaults where a config leaves them out: 2x2 patches, 96 positions
+    patch = int(denoiser.get("patch_size", 2 if family == "sd3" else 1)) * (2 if family == "flux" else 1)
+    max_tokens = denoiser.get("pos_embed_max_size", 96) if family == "sd3" else None
     return ModelInfo(
         pipeline_class=pipeline_class,
         vae_factor=2 ** (len(vae["block_out_channels"]) - 1),
@@ -149,8 +161,7 @@ def _info(pipeline_class: str, family: str, denoiser: dict, vae: dict, scheduler
         family=family,
         patch_size=patch,
         flow_matching=str(scheduler.get("_class_name", "")).startswith("FlowMatch"),
-        max_latent_size=(int(denoiser["pos_embed_max_size"]) * patch
-                         if family == "sd3" and denoiser.get("pos_embed_max_size") else None),
+        max_latent_size=int(max_tokens) * patch if max_tokens else None,
     )
 
 

@@ -18,14 +18,18 @@ import torch
 from diffusers import DiffusionPipeline, StableDiffusionPipeline
 
 from synthscene.models.info import (
+    EMBEDDED_MMDIT_DIR,
+    EMBEDDED_MMDIT_NAME,
     EMBEDDED_MODEL_DIR,
     EMBEDDED_MODEL_NAME,
     ModelNotFoundError,
+    check_pipeline_folder,
     looks_like_hub_id,
     resolve_model,
 )
 
-__all__ = ["EMBEDDED_MODEL_DIR", "EMBEDDED_MODEL_NAME", "ModelNotFoundError", "check_device", "load_pipeline"]
+__all__ = ["EMBEDDED_MMDIT_DIR", "EMBEDDED_MMDIT_NAME", "EMBEDDED_MODEL_DIR", "EMBEDDED_MODEL_NAME", "ModelNotFoundError",
+           "check_device", "load_pipeline"]
 
 def check_device(device: str | torch.device) -> torch.device:
     """The torch device for ``device`` ("cpu", "cuda", "cuda:1", "mps"), refused with one clear
@@ -46,7 +50,8 @@ def load_pipeline(model: str = EMBEDDED_MODEL_NAME, dtype: torch.dtype = torch.f
     """Load a text-to-image pipeline.
 
     Args:
-        model: "embedded", a folder written by ``save_pretrained`` (model_index.json),
+        model: "embedded" (the shapes UNet), "embedded-mmdit" (the shapes SD3 transformer), a
+            folder written by ``save_pretrained`` (model_index.json),
             or a hub id such as "stable-diffusion-v1-5/stable-diffusion-v1-5".
     Raises:
         ModelNotFoundError: saying which folder and hub id were tried and why each failed.
@@ -55,11 +60,7 @@ def load_pipeline(model: str = EMBEDDED_MODEL_NAME, dtype: torch.dtype = torch.f
     device = check_device(device)
     source, is_local = resolve_model(model)
     if is_local:
-        if not (Path(source) / "model_index.json").is_file():
-            raise ModelNotFoundError(
-                f"model {model!r}: tried local folder {source}, which has no model_index.json "
-                "(expected a folder written by save_pretrained)"
-            )
+        check_pipeline_folder(model, Path(source))
         pipeline_class = StableDiffusionPipeline if _is_sd(Path(source)) else DiffusionPipeline
         with library_messages_held():
             pipe = pipeline_class.from_pretrained(source, local_files_only=True, use_safetensors=True,

@@ -84,11 +84,11 @@ class TextLayout:
         for part in self.parts:
             if part.tokenizer is None:
                 continue
-            words = [token_indices(part.tokenizer, prompt, phrase) for phrase in phrases]
+            per_phrase = [token_indices(part.tokenizer, prompt, phrase) for phrase in phrases]
             if class_words_only:
-                tokens += sorted({part.offset + i for indices in words for i in indices})
+                tokens += sorted({part.offset + i for indices in per_phrase for i in indices})
             else:
-                tokens += range(part.offset + min(indices[0] for indices in words), part.offset + part.length)
+                tokens += range(part.offset + min(indices[0] for indices in per_phrase), part.offset + part.length)
         return tokens
 
 

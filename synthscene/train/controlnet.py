@@ -114,11 +114,12 @@ def train_controlnet(config: ControlNetTrainConfig, out: str | Path, resume: boo
     from diffusers.training_utils import EMAModel
 
     from synthscene.models.configs import training_scheduler
-    from synthscene.models.info import model_fingerprint
+    from synthscene.models.info import model_fingerprint, model_info, require_family
     from synthscene.models.load import load_pipeline
     from synthscene.train.generator import _denoising_loss
 
     out = Path(out)
+    require_family(model_info(config.model), "train-controlnet")
     # the learning rate is constant after warm-up, so a finished run may be resumed for more steps
     open_run_folder(out, config.model_dump(mode="json"), resume, may_change=("steps",))
     layouts = open_layouts(config.data, config.split)
