@@ -107,9 +107,10 @@ def main() -> None:
     text2labels.check(spec, tasks)
     params = spec.text2labels
     # the spec's own parameters for its recipe, the defaults for the other but what the model
-    # decides (its grids, its object tokens); "ours_decided" is ours with every pixel decided
+    # decides (its grids, its object tokens and encoders); "ours_decided" is ours with every pixel decided
     # (no uncertain edge band), labelled from the same capture
-    model_fields = {f: getattr(params, f) for f in ("cross_resolutions", "self_resolution", "objectness_tokens")}
+    model_fields = {f: getattr(params, f) for f in ("cross_resolutions", "self_resolution", "objectness_tokens",
+                                                    "word_encoders")}
     recipes = {name: params if params.recipe == name else Text2LabelsSpec(recipe=name, **model_fields)
                for name in ("ours", "faithful")}
     variants = {"ours": {"ours": recipes["ours"],

@@ -122,6 +122,10 @@ class ObjectnessSpec(ClassifierSpec):
     # alone: for token states without context, e.g. the embedded MMDiT's, whose padding is the
     # same vector in every prompt)
     objectness_tokens: Literal["from_first_class_word", "class_words"] = "from_first_class_word"
+    # which encoders' tokens the words are read from, where a model has several (SD3: CLIP and
+    # T5): "all" averages over them; "t5" or "clip" reads one (the embedded MMDiT places its
+    # words in its T5 tokens: benchmarks/label_tuning.py). Used by every recipe and by mosaic.
+    word_encoders: Literal["all", "clip", "t5"] = "all"
 
     @property
     def class_words_only(self) -> bool:

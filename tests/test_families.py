@@ -76,6 +76,19 @@ def test_text2labels_runs_on_each_family(family_dir, recipe, tokens, tmp_path):
         assert labelled  # min-max per class: a named class claims its most attended pixels
 
 
+def test_word_encoders_read_one_encoder_or_are_refused_before_writing(family_dir, tmp_path):
+    name, path = family_dir
+    missing = {"sdxl": "t5", "sd3": None, "flux": "clip"}[name]  # FLUX's attention sees T5 tokens only
+    read = "clip" if name == "sdxl" else "t5"
+    out = make_run(_text2labels_spec(name, path, recipe="ours", objectness_tokens="class_words", word_encoders=read),
+                   tmp_path / "run")
+    assert len(list(open_run(out).samples())) == 3
+    if missing:
+        with pytest.raises(ValueError, match=f"word_encoders '{missing}': this model's attention sees no"):
+            make_run(_text2labels_spec(name, path, word_encoders=missing), tmp_path / "refused")
+        assert not (tmp_path / "refused").exists()
+
+
 def test_mosaic_runs_on_each_family_batched_as_sequential(family_dir, tmp_path):
     name, path = family_dir
     spec = validate_spec({
@@ -128,6 +141,15 @@ def test_words_sit_in_every_encoders_part_of_the_text_axis():
     assert objects[0] == 5 and 76 in objects and 77 + 4 in objects and 77 + 3 not in objects
     # the class words alone (objectness_tokens: class_words): "ball" and "leaf" in each part
     assert layout.object_tokens(prompt, ["ball", "leaf"], class_words_only=True) == [5, 8, 77 + 4, 77 + 7]
+    # word_encoders: one encoder's words, at their place in the full axis
+    t5_only, clip_only = layout.reading("t5"), layout.reading("clip")
+    assert t5_only.positions(prompt, "leaf") == [77 + 7] and clip_only.positions(prompt, "leaf") == [8]
+    assert t5_only.object_tokens(prompt, ["ball", "leaf"], class_words_only=True) == [77 + 4, 77 + 7]
+    assert t5_only.length == layout.length - 77 and layout.reading("all") is layout
+    with pytest.raises(ValueError, match="for CLIP-L / CLIP-G"):  # the unread CLIP still bounds the prompt
+        t5_only.check("a ball " * 40)
+    with pytest.raises(ValueError, match="sees no T5 tokens \\(it has clip\\)"):
+        text_layout("sd", {"tokenizer": clip}).reading("t5")
 
 
 def test_bad_family_input_is_refused_before_anything_is_written(family_dir, tmp_path):

@@ -94,7 +94,7 @@ def check(spec: Text2LabelsDatasetSpec, tasks: list[Task]) -> None:
     info = model_info(spec.model)
     spec.sampler.check_model(info)
     check_recipe(info, spec.text2labels, spec.sampler.size)
-    layout = model_text_layout(spec.model)
+    layout = model_text_layout(spec.model).reading(spec.text2labels.word_encoders)
     for task in tasks:
         check_task(layout, task, class_prompt_keys=not info.joint_attention)
 
@@ -279,6 +279,7 @@ def label_sample(text_layout: TextLayout, captured: CapturedBatch, b: int, task:
     where the words sit in its maps' token axis (``family_of(pipe).text_layout()``)."""
     from synthscene.label.text2labels import faithful_labels, ours_labels
 
+    text_layout = text_layout.reading(params.word_encoders)
     image = captured.images[b]
     cross = {hw: m[b] for hw, m in captured.cross.items()}
     self_attention = None if captured.self_attention is None else captured.self_attention[b]

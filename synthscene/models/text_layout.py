@@ -46,6 +46,11 @@ class TextPart:
     offset: int  # where its first token sits in the text axis
     length: int  # tokens it contributes (its padded length)
 
+    @property
+    def kind(self) -> str:
+        """"clip" or "t5": the kind of encoder, as a spec names it (``word_encoders``)."""
+        return "t5" if self.encoder == "T5" else "clip"
+
 
 @dataclass(frozen=True)
 class TextLayout:
@@ -53,7 +58,7 @@ class TextLayout:
     then T5's; FLUX: T5's alone (its CLIP gives only the pooled vector, still checked for length)."""
 
     parts: tuple[TextPart, ...]
-    checked_only: tuple[TextPart, ...] = ()  # encoders whose tokens are not in the axis
+    checked_only: tuple[TextPart, ...] = ()  # encoders whose words are not read (not in the axis, or not chosen)
 
     @property
     def length(self) -> int:
@@ -69,6 +74,21 @@ class TextLayout:
                 kept = part.tokenizer.decode(ids[: part.length - 1], skip_special_tokens=True)
                 raise ValueError(f"{what} is longer than {part.length} tokens for {part.encoder} ({len(ids)}): the "
                                  f"{part.encoder} encoder truncates it after {kept[-40:]!r} ({prompt[:80]!r}...)")
+
+    def reading(self, encoders: str) -> TextLayout:
+        """The layout whose words a recipe reads: every encoder's ("all"), or only the "clip"
+        or the "t5" part (a model may localise words in one encoder's tokens only; the positions
+        keep their place in the full text axis)."""
+        if encoders == "all":
+            return self
+        parts = tuple(p for p in self.parts if p.kind == encoders and p.tokenizer is not None)
+        if not parts:
+            present = sorted({p.kind for p in self.parts if p.tokenizer is not None})
+            raise ValueError(f"word_encoders {encoders!r}: this model's attention sees no {encoders.upper()} tokens "
+                             f"(it has {', '.join(present) or 'none'}); use 'all'"
+                             + (" or one of those" if present else ""))
+        # the others still bound the prompt's length
+        return TextLayout(parts, self.checked_only + tuple(p for p in self.parts if p not in parts))
 
     def positions(self, prompt: str, phrase: str, start: int = 0) -> list[int]:
         """Positions in the text axis of ``phrase``'s first whole-word occurrence at or after
