@@ -8,7 +8,7 @@ out of its confusion matrix; their share is reported (``ignored*``). Last line: 
 ``miou`` (ours), ``miou_decided`` (ours with every pixel decided: no uncertain edge band, so
 what the band adds is visible), ``miou_faithful`` (Dataset Diffusion), and ``per_class*``.
 
-    .venv/bin/python benchmarks/label_quality.py --mosaic [--images 50] [--spec examples/shapes-mosaic.yaml]
+    .venv/bin/python benchmarks/label_quality.py --mosaic [--images 50] [--seed S] [--spec examples/shapes-mosaic.yaml]
 
 scores MosaicFusion's instance masks instead: for every region that gives instances, the IoU
 of their union with the oracle's pixels of its class in the part of the canvas the region owns;
@@ -49,9 +49,11 @@ def _region_iou(instances, truth, owners, k, task) -> float:
     return (mask & target).sum() / max(1, (mask | target).sum())
 
 
-def mosaic_quality(spec_path: str, images: int, device: str = "cpu") -> None:
+def mosaic_quality(spec_path: str, images: int, device: str = "cpu", seed: int | None = None) -> None:
     started = time.perf_counter()
     spec = load_spec(spec_path).model_copy(update={"num_samples": images})
+    if seed is not None:
+        spec = spec.model_copy(update={"seed": seed})
     pipe = load_pipeline(spec.model, device=device)
     set_scheduler(pipe, spec.sampler.scheduler)
     params = spec.mosaic.model_copy(update={"strict": False})
@@ -79,7 +81,7 @@ def mosaic_quality(spec_path: str, images: int, device: str = "cpu") -> None:
               "kept_fraction_strict": round(strict_kept / regions, 4),
               "mask_miou_unchecked": round(float(np.mean(unchecked_ious)), 4) if unchecked_ious else 0.0,
               "kept_fraction_unchecked": round(len(unchecked_ious) / regions, 4),
-              "images": images, "regions": regions, "goal": "mask_miou >= 0.8 with kept_fraction >= 0.8",
+              "images": images, "seed": spec.seed, "regions": regions, "goal": "mask_miou >= 0.8 with kept_fraction >= 0.8",
               "seconds": round(time.perf_counter() - started, 1)}
     print(json.dumps(result))
 
@@ -94,7 +96,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.mosaic:
         return mosaic_quality(args.spec if args.spec != DEFAULT_SPEC else "examples/shapes-mosaic.yaml", args.images,
-                              args.device)
+                              args.device, args.seed)
     started = time.perf_counter()
     spec = load_spec(args.spec).model_copy(update={"num_samples": args.images})
     if args.seed is not None:

@@ -28,6 +28,7 @@ from synthscene.evaluation.semantic import confusion_matrix, miou_from_confusion
 from synthscene.methods import text2labels
 from synthscene.methods.text2labels import capture_batch, label_sample
 from synthscene.models.families import family_of
+from synthscene.models.info import model_text_layout
 from synthscene.models.load import load_pipeline
 from synthscene.models.schedulers import set_scheduler
 from synthscene.spec import load_spec
@@ -52,6 +53,12 @@ def main() -> None:
         labellings = [spec.text2labels.model_validate({**spec.text2labels.model_dump(), **entry}) for entry in grid]
     except ValidationError as err:
         raise SystemExit(f"--grid: {err.errors()[0]['msg']}") from None
+    layout = model_text_layout(spec.model)
+    for labelling in labellings:
+        try:
+            layout.reading(labelling.word_encoders)
+        except ValueError as err:
+            raise SystemExit(f"--grid: {err}") from None
     pipe = load_pipeline(spec.model, device=args.device)
     set_scheduler(pipe, spec.sampler.scheduler)
     n = len(CLASS_NAMES) + 1

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from synthscene.capture import AttentionStore, CaptureConfig, capture_attention
 from synthscene.models.families import family_of
+from synthscene.models.info import model_text_layout
 from synthscene.models.load import load_pipeline
 from synthscene.plan import sample_generator, sample_seed
 from synthscene.world import CLASS_NAMES, oracle_semantic
@@ -53,6 +54,10 @@ def main() -> None:
                         help="read the words from every encoder's tokens, or one's (a spec's word_encoders)")
     args = parser.parse_args()
     started = time.perf_counter()
+    try:  # before the model loads
+        model_text_layout(args.model).reading(args.word_encoders, "--word-encoders")
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     pipe = load_pipeline(args.model)
     family = family_of(pipe)
     layout = family.text_layout().reading(args.word_encoders)

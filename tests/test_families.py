@@ -84,9 +84,28 @@ def test_word_encoders_read_one_encoder_or_are_refused_before_writing(family_dir
                    tmp_path / "run")
     assert len(list(open_run(out).samples())) == 3
     if missing:
-        with pytest.raises(ValueError, match=f"word_encoders '{missing}': this model's attention sees no"):
+        with pytest.raises(ValueError, match=f"text2labels.word_encoders '{missing}': this model's attention sees no"):
             make_run(_text2labels_spec(name, path, word_encoders=missing), tmp_path / "refused")
+        mosaic_spec = validate_spec({
+            "name": "refused", "method": "mosaic", "model": str(path), "num_samples": 1, "classes": CLASSES,
+            "sampler": {"scheduler": SCHEDULER[name], "steps": 2}, "mosaic": {"grid": [1, 2], "word_encoders": missing}})
+        with pytest.raises(ValueError, match=f"mosaic.word_encoders '{missing}'"):
+            make_run(mosaic_spec, tmp_path / "refused")
         assert not (tmp_path / "refused").exists()
+        return
+    # SD3: the same capture labelled from its CLIP words and from its T5 words gives other labels
+    from synthscene.methods import text2labels
+    from synthscene.methods.text2labels import capture_batch, label_sample
+
+    spec = _text2labels_spec(name, path)
+    tasks = text2labels.plan(spec)
+    pipe = load_pipeline(str(path))
+    captured = capture_batch(pipe, tasks, spec)
+    semantics = {encoders: [label_sample(family_of(pipe).text_layout(), captured, b, task,
+                                         spec.text2labels.model_copy(update={"word_encoders": encoders}),
+                                         len(CLASSES)).semantic for b, task in enumerate(tasks)]
+                 for encoders in ("clip", "t5")}
+    assert any((a != b).any() for a, b in zip(semantics["clip"], semantics["t5"]))
 
 
 def test_mosaic_runs_on_each_family_batched_as_sequential(family_dir, tmp_path):
@@ -145,11 +164,21 @@ def test_words_sit_in_every_encoders_part_of_the_text_axis():
     t5_only, clip_only = layout.reading("t5"), layout.reading("clip")
     assert t5_only.positions(prompt, "leaf") == [77 + 7] and clip_only.positions(prompt, "leaf") == [8]
     assert t5_only.object_tokens(prompt, ["ball", "leaf"], class_words_only=True) == [77 + 4, 77 + 7]
-    assert t5_only.length == layout.length - 77 and layout.reading("all") is layout
+    # from the first class word on: to the end of the T5 part only; the axis itself is unchanged
+    assert t5_only.object_tokens(prompt, ["ball", "leaf"]) == list(range(77 + 4, layout.length))
+    assert t5_only.length == layout.length and layout.reading("all") is layout
     with pytest.raises(ValueError, match="for CLIP-L / CLIP-G"):  # the unread CLIP still bounds the prompt
         t5_only.check("a ball " * 40)
-    with pytest.raises(ValueError, match="sees no T5 tokens \\(it has clip\\)"):
-        text_layout("sd", {"tokenizer": clip}).reading("t5")
+    flux = text_layout("flux", {"tokenizer": clip, "tokenizer_2": t5}).reading("t5")
+    with pytest.raises(ValueError, match="for CLIP "):  # FLUX's pooled-only CLIP too
+        flux.check("a ball " * 40)
+    with pytest.raises(ValueError, match="mosaic.word_encoders 't5': this model's attention sees no T5 tokens; "
+                                         "use 'all' or 'clip'"):
+        text_layout("sd", {"tokenizer": clip}).reading("t5", "mosaic.word_encoders")
+    with pytest.raises(ValueError, match="T5 tokens are zeros \\(it was loaded without that encoder\\)"):
+        text_layout("sd3", {"tokenizer": clip}).reading("t5")
+    with pytest.raises(ValueError, match="expected one of all, clip, t5"):
+        layout.reading("T5")
 
 
 def test_bad_family_input_is_refused_before_anything_is_written(family_dir, tmp_path):

@@ -262,7 +262,7 @@ def check(spec: MosaicDatasetSpec, tasks: list[Task]) -> None:
     spec.sampler.check_model(info)
     if spec.mosaic.min_class_gain is not None:
         spec.mosaic.check_model(info, "min_class_gain (the not-drawn check)", "set min_class_gain: null")
-    layout = model_text_layout(spec.model).reading(spec.mosaic.word_encoders)
+    layout = model_text_layout(spec.model).reading(spec.mosaic.word_encoders, "mosaic.word_encoders")
     for task in tasks:
         for prompt, word in zip(task.region_prompts, task.words):
             layout.check(prompt, f"region prompt of sample {task.index}")
@@ -316,10 +316,10 @@ def generate_and_locate(pipe, task: Task, spec: MosaicDatasetSpec) -> tuple[Mosa
     from synthscene.models.families import family_of
 
     params = spec.mosaic
+    text_layout = family_of(pipe).text_layout().reading(params.word_encoders, "mosaic.word_encoders")
     capture = CaptureConfig(cross_resolutions=(), step_window=params.step_window)
     result = generate_mosaic(pipe, list(task.region_prompts), task.layout, spec.sampler.steps, spec.sampler.guidance,
                              sample_generator(task.seed), params.batched, capture)
-    text_layout = family_of(pipe).text_layout().reading(params.word_encoders)
     objectness = []
     for k, (prompt, word) in enumerate(zip(task.region_prompts, task.words)):
         tokens = text_layout.object_tokens(prompt, [attention_word(word)], class_words_only=params.class_words_only)

@@ -94,7 +94,7 @@ def check(spec: Text2LabelsDatasetSpec, tasks: list[Task]) -> None:
     info = model_info(spec.model)
     spec.sampler.check_model(info)
     check_recipe(info, spec.text2labels, spec.sampler.size)
-    layout = model_text_layout(spec.model).reading(spec.text2labels.word_encoders)
+    layout = model_text_layout(spec.model).reading(spec.text2labels.word_encoders, "text2labels.word_encoders")
     for task in tasks:
         check_task(layout, task, class_prompt_keys=not info.joint_attention)
 

@@ -6,7 +6,7 @@ tokenizers alone, before anything is written.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from synthscene.models.tokens import token_indices
 
@@ -45,11 +45,19 @@ class TextPart:
     tokenizer: object  # None: zeros in the encoder's place (SD3 loaded without its T5); no words there
     offset: int  # where its first token sits in the text axis
     length: int  # tokens it contributes (its padded length)
+    read: bool = True  # False: its words are not read (``TextLayout.reading``); it still bounds prompts
 
     @property
     def kind(self) -> str:
         """"clip" or "t5": the kind of encoder, as a spec names it (``word_encoders``)."""
         return "t5" if self.encoder == "T5" else "clip"
+
+    @property
+    def has_words(self) -> bool:
+        return self.read and self.tokenizer is not None
+
+
+WORD_ENCODERS = ("all", "clip", "t5")
 
 
 @dataclass(frozen=True)
@@ -58,7 +66,7 @@ class TextLayout:
     then T5's; FLUX: T5's alone (its CLIP gives only the pooled vector, still checked for length)."""
 
     parts: tuple[TextPart, ...]
-    checked_only: tuple[TextPart, ...] = ()  # encoders whose words are not read (not in the axis, or not chosen)
+    checked_only: tuple[TextPart, ...] = ()  # encoders whose tokens are not in the axis
 
     @property
     def length(self) -> int:
@@ -75,34 +83,38 @@ class TextLayout:
                 raise ValueError(f"{what} is longer than {part.length} tokens for {part.encoder} ({len(ids)}): the "
                                  f"{part.encoder} encoder truncates it after {kept[-40:]!r} ({prompt[:80]!r}...)")
 
-    def reading(self, encoders: str) -> TextLayout:
-        """The layout whose words a recipe reads: every encoder's ("all"), or only the "clip"
-        or the "t5" part (a model may localise words in one encoder's tokens only; the positions
-        keep their place in the full text axis)."""
+    def reading(self, encoders: str, what: str = "word_encoders") -> TextLayout:
+        """This layout with the words read from every encoder's tokens ("all") or only from the
+        "clip" or the "t5" part (a model may localise words in one encoder's tokens only). The
+        axis is unchanged: positions keep their place in it, and every encoder still bounds
+        the prompt's length. ``what``: the setting, as the error names it."""
+        if encoders not in WORD_ENCODERS:
+            raise ValueError(f"{what} {encoders!r}: expected one of {', '.join(WORD_ENCODERS)}")
         if encoders == "all":
             return self
-        parts = tuple(p for p in self.parts if p.kind == encoders and p.tokenizer is not None)
-        if not parts:
-            present = sorted({p.kind for p in self.parts if p.tokenizer is not None})
-            raise ValueError(f"word_encoders {encoders!r}: this model's attention sees no {encoders.upper()} tokens "
-                             f"(it has {', '.join(present) or 'none'}); use 'all'"
-                             + (" or one of those" if present else ""))
-        # the others still bound the prompt's length
-        return TextLayout(parts, self.checked_only + tuple(p for p in self.parts if p not in parts))
+        if not any(p.kind == encoders and p.tokenizer is not None for p in self.parts):
+            present = [k for k in WORD_ENCODERS[1:] if any(p.kind == k and p.tokenizer is not None
+                                                           for p in self.parts)]
+            missing = (f"this model's {encoders.upper()} tokens are zeros (it was loaded without that encoder)"
+                       if any(p.kind == encoders for p in self.parts)
+                       else f"this model's attention sees no {encoders.upper()} tokens")
+            raise ValueError(f"{what} {encoders!r}: {missing}; use "
+                             + " or ".join(repr(k) for k in ("all", *present)))
+        return TextLayout(tuple(replace(p, read=p.kind == encoders) for p in self.parts), self.checked_only)
 
     def positions(self, prompt: str, phrase: str, start: int = 0) -> list[int]:
         """Positions in the text axis of ``phrase``'s first whole-word occurrence at or after
-        character ``start``: in every encoder's part, so maps average over all of them."""
-        return [part.offset + i for part in self.parts if part.tokenizer is not None
+        character ``start``: in every encoder's part that is read, so maps average over them."""
+        return [part.offset + i for part in self.parts if part.has_words
                 for i in token_indices(part.tokenizer, prompt, phrase, start)]
 
     def object_tokens(self, prompt: str, phrases: list[str], class_words_only: bool = False) -> list[int]:
-        """Every position from the first class word on, in every part (the words, end-of-text
+        """Every position from the first class word on, in every part read (the words, end-of-text
         and padding: where a prompt's objects are, see ``label.attention_maps.objectness_map``);
         with ``class_words_only`` the class words' own positions alone."""
         tokens = []
         for part in self.parts:
-            if part.tokenizer is None:
+            if not part.has_words:
                 continue
             per_phrase = [token_indices(part.tokenizer, prompt, phrase) for phrase in phrases]
             if class_words_only:
