@@ -135,7 +135,9 @@ def generate(
     = None,
     prompt: Annotated[list[str] | None, typer.Option(help="Without --spec: a prompt; repeat for several.")] = None,
     prompts_file: Annotated[Path | None, typer.Option(help="Without --spec: one prompt per line.")] = None,
-    model: Annotated[str, typer.Option(help="'embedded', a local pipeline folder, or a hub id.")] = "embedded",
+    model: Annotated[str, typer.Option(help="'embedded' (the shapes model, SD 1.x-architecture), 'embedded-mmdit' "
+                                            "(its SD3-architecture sibling), a local pipeline folder, or a hub id.")
+                     ] = "embedded",
     images_per_prompt: int = 4,
     steps: Annotated[int, typer.Option(help="Denoising steps.")] = 25,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale (<= 1: off).")] = 7.5,

@@ -15,8 +15,7 @@ from pathlib import Path
 
 EMBEDDED_MODEL_NAME = "embedded"
 EMBEDDED_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "shapes_model"
-# the same world on an SD3-architecture transformer (issue: model families; shipped once its
-# labels reach their goals, until then train-generator --architecture shapes-mmdit makes it)
+# the same world on an SD3-architecture transformer (train-generator --architecture shapes-mmdit)
 EMBEDDED_MMDIT_NAME = "embedded-mmdit"
 EMBEDDED_MMDIT_DIR = EMBEDDED_MODEL_DIR.parent / "shapes_mmdit"
 EMBEDDED_MODELS = {EMBEDDED_MODEL_NAME: EMBEDDED_MODEL_DIR, EMBEDDED_MMDIT_NAME: EMBEDDED_MMDIT_DIR}
