@@ -223,6 +223,7 @@ class MosaicSpec(ObjectnessSpec):
     # labels read the finest cross-attention resolution of the windows, over these steps
     step_window: tuple[float, float] = (0.5, 1.0)
     grabcut_iterations: int = Field(3, ge=0, le=20)
+    grabcut_min_side: int = Field(0, ge=0, le=1024)  # cells smaller are cut upscaled (label.refine); 0: never
     # optional: refine each instance with SAM prompted by its box (hub id or local folder)
     sam_model: str | None = None
 

@@ -84,3 +84,33 @@ def test_an_instance_a_rival_word_in_its_place_explains_as_well_is_not_drawn():
     unasked = params.model_copy(update={"min_context_margin": None})
     errors[0][2][3:11, 3:11] = 0.505
     assert len(region_instances(image, objectness, layout, unasked, {}, errors)[0]) == 1
+
+
+def test_small_cells_are_cut_upscaled_when_asked():
+    """``grabcut_min_side`` reaches the cut: the region's mask is GrabCut's on the cell upscaled."""
+    import cv2
+
+    from synthscene.label.refine import grabcut_foreground
+
+    layout = MosaicLayout(canvas=(16, 32), cells=((0, 16, 0, 16), (0, 16, 16, 32)), windows=((0, 0), (0, 16)),
+                          window=(16, 16), vae_factor=1)
+    big = np.random.default_rng(0).uniform(90, 160, (64, 128, 3)).astype(np.uint8)  # a star drawn at 4x
+    cv2.circle(big, (32, 32), 12, (150, 40, 200), -1)
+    for k in range(5):
+        angle = k * 2 * np.pi / 5
+        cv2.line(big, (32, 32), (int(32 + 26 * np.cos(angle)), int(32 + 26 * np.sin(angle))), (150, 40, 200), 5)
+    image = cv2.resize(big, (32, 16), interpolation=cv2.INTER_AREA)  # soft 1-2 px edges, as a generation's
+    yy, xx = np.mgrid[:16, :16]
+    objectness = [np.clip(1.2 - np.hypot(yy - 7.5, xx - 7.5) / 6, 0, 1).astype(np.float32),
+                  np.zeros((16, 16), np.float32)]
+    masks = {}
+    for min_side in (0, 64):
+        params = MosaicSpec(area_range=(0.02, 0.95), grabcut_min_side=min_side)
+        (instance,) = region_instances(image, objectness, layout, params)[0]
+        masks[min_side] = instance.mask[:, :16]
+    assert not np.array_equal(masks[0], masks[64])
+    threshold = cv2.threshold((objectness[0] * 255).astype(np.uint8), 0, 255,
+                              cv2.THRESH_BINARY + cv2.THRESH_OTSU)[0] / 255.0
+    upscaled = grabcut_foreground(image[:, :16], objectness[0], threshold, min(0.4, threshold), max(0.95, threshold),
+                                  3, min_side=64)
+    assert np.array_equal(masks[64], upscaled)

@@ -72,7 +72,7 @@ def region_instances(image: np.ndarray, objectness: list[np.ndarray], layout, pa
         threshold, _ = cv2.threshold((cell * 255).astype(np.uint8), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
         threshold = threshold / 255.0
         foreground = grabcut_foreground(image[cy0:cy1, cx0:cx1], cell, threshold, min(0.4, threshold),
-                                        max(0.95, threshold), params.grabcut_iterations)
+                                        max(0.95, threshold), params.grabcut_iterations, params.grabcut_min_side)
         foreground &= owners[cy0:cy1, cx0:cx1] == k
         count, components = cv2.connectedComponents(foreground.astype(np.uint8), connectivity=8)
         low, high = params.area_range
