@@ -1,10 +1,12 @@
-"""The embedded shapes model: loads like a real checkpoint, is deterministic, draws what it is told."""
+"""The embedded shapes model: loads like a real checkpoint, is deterministic, draws what it is told
+(and every shipped model is safetensors, small and carded)."""
 
 import numpy as np
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
+from synthscene.models.info import EMBEDDED_MODELS
 from synthscene.models.load import EMBEDDED_MODEL_DIR, load_pipeline
 from synthscene.world.presence import score_presence
 
@@ -14,12 +16,16 @@ def pipe():
     return load_pipeline("embedded")
 
 
-def test_files_are_safetensors_and_small():
-    files = [p for p in EMBEDDED_MODEL_DIR.rglob("*") if p.is_file()]
+@pytest.mark.parametrize("name", sorted(EMBEDDED_MODELS))
+def test_shipped_models_are_safetensors_small_and_carded(name):
+    """Every shipped pipeline (``embedded``, ``embedded-mmdit``)."""
+    folder = EMBEDDED_MODELS[name]
+    files = [p for p in folder.rglob("*") if p.is_file()]
     weights = [p for p in files if p.suffix in {".safetensors", ".bin", ".ckpt", ".pt", ".pth"}]
     assert weights and all(p.suffix == ".safetensors" for p in weights)
     assert sum(p.stat().st_size for p in files) <= 30 * 2**20
-    assert (EMBEDDED_MODEL_DIR / "README.md").is_file(), "the model card is missing"
+    assert (folder / "README.md").is_file(), "the model card is missing"
+    assert (folder / "sample_grid.png").is_file(), "the model card's sample grid is missing"
 
 
 def test_loads_through_the_real_checkpoint_code_path():
