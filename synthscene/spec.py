@@ -222,8 +222,14 @@ class MosaicSpec(ObjectnessSpec):
     area_range: tuple[float, float] = (0.05, 0.95)  # instance area / region area
     # labels read the finest cross-attention resolution of the windows, over these steps
     step_window: tuple[float, float] = (0.5, 1.0)
+    # each cell is cut by GrabCut at the Otsu threshold of its objectness; pixels below
+    # min(grabcut_background_below, that threshold) are fixed background, those at or above
+    # max(grabcut_foreground_above, that threshold) fixed foreground
+    grabcut_background_below: float = Field(0.4, ge=0.0, le=1.0)
+    grabcut_foreground_above: float = Field(0.95, ge=0.0, le=1.0)
     grabcut_iterations: int = Field(3, ge=0, le=20)
     grabcut_min_side: int = Field(0, ge=0, le=1024)  # cells smaller are cut upscaled (label.refine); 0: never
+    matting_colours: int = Field(2, ge=0, le=8)  # 0: keep GrabCut's edges (see refine.matte_regions)
     # optional: refine each instance with SAM prompted by its box (hub id or local folder)
     sam_model: str | None = None
 
@@ -251,6 +257,8 @@ class MosaicSpec(ObjectnessSpec):
             raise ValueError(f"jitter {self.jitter} must satisfy 0.5 <= low <= 1 <= high <= 1.5")
         if not 0.0 <= self.area_range[0] < self.area_range[1] <= 1.0:
             raise ValueError(f"area_range {self.area_range} must satisfy 0 <= low < high <= 1")
+        if not self.grabcut_background_below <= self.grabcut_foreground_above:
+            raise ValueError("need grabcut_background_below <= grabcut_foreground_above")
         if "{name}" not in self.prompt_template:
             raise ValueError(f"prompt_template {self.prompt_template!r} has no {{name}} placeholder")
         return self

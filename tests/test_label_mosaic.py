@@ -105,7 +105,7 @@ def test_small_cells_are_cut_upscaled_when_asked():
                   np.zeros((16, 16), np.float32)]
     masks = {}
     for min_side in (0, 64):
-        params = MosaicSpec(area_range=(0.02, 0.95), grabcut_min_side=min_side)
+        params = MosaicSpec(area_range=(0.02, 0.95), grabcut_min_side=min_side, matting_colours=0)
         (instance,) = region_instances(image, objectness, layout, params)[0]
         masks[min_side] = instance.mask[:, :16]
     assert not np.array_equal(masks[0], masks[64])
@@ -114,3 +114,27 @@ def test_small_cells_are_cut_upscaled_when_asked():
     upscaled = grabcut_foreground(image[:, :16], objectness[0], threshold, min(0.4, threshold), max(0.95, threshold),
                                   3, min_side=64)
     assert np.array_equal(masks[64], upscaled)
+
+
+def test_the_colour_matte_redecides_each_cells_edges():
+    """``matting_colours`` reaches the cut: a ring the attention covers whole loses its hole
+    (refine.matte_regions on the cell), and 0 keeps the cut as it was."""
+    import cv2
+
+    from synthscene.label.refine import matte_regions
+
+    layout = MosaicLayout(canvas=(32, 64), cells=((0, 32, 0, 32), (0, 32, 32, 64)), windows=((0, 0), (0, 32)),
+                          window=(32, 32), vae_factor=1)
+    image = np.full((32, 64, 3), 200, np.uint8)
+    cv2.circle(image, (16, 16), 9, (240, 130, 20), 4)  # an orange ring, grey inside and out
+    yy, xx = np.mgrid[:32, :32]
+    objectness = [np.clip((14 - np.hypot(yy - 16, xx - 16)) / 4, 0, 1).astype(np.float32),
+                  np.zeros((32, 32), np.float32)]
+    plain = MosaicSpec(area_range=(0.02, 0.95), grabcut_iterations=0, matting_colours=0)
+    (disc,) = region_instances(image, objectness, layout, plain)[0]
+    assert disc.mask[16, 16]  # the threshold alone keeps the hole
+    (ring,) = region_instances(image, objectness, layout, plain.model_copy(update={"matting_colours": 2}))[0]
+    assert not ring.mask[16, 16] and ring.mask[16, 7]  # hole out, the ring itself in
+    threshold = cv2.threshold((objectness[0] * 255).astype(np.uint8), 0, 255,
+                              cv2.THRESH_BINARY + cv2.THRESH_OTSU)[0] / 255.0
+    assert np.array_equal(ring.mask[:, :32], matte_regions(image[:, :32], objectness[0] >= threshold, 2))

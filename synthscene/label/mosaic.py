@@ -1,8 +1,9 @@
 """MosaicFusion's labels as pure functions: per-region objectness -> instances.
 
 Each region's objectness (its prompt's cross-attention to its object tokens, finest
-resolution, later steps) is thresholded by Otsu, cut by GrabCut against the image and
-split into connected components within the area bounds. Every pixel belongs to the
+resolution, later steps) is thresholded by Otsu, cut by GrabCut against the image, its
+edges re-decided by colour (the matte text2labels uses) and split into connected
+components within the area bounds. Every pixel belongs to the
 region whose weight is largest there, so instances never overlap in the bands between
 regions. What each filter removed is counted.
 """
@@ -19,7 +20,7 @@ from synthscene.codecs import IGNORE_INDEX
 from synthscene.label.attention_maps import objectness_map
 from synthscene.label.classify import ClassEvidence
 from synthscene.label.instances import Labels
-from synthscene.label.refine import grabcut_foreground
+from synthscene.label.refine import grabcut_foreground, matte_regions
 from synthscene.records import Instances
 
 
@@ -71,8 +72,12 @@ def region_instances(image: np.ndarray, objectness: list[np.ndarray], layout, pa
         cell = objectness[k][cy0 - oy : cy1 - oy, cx0 - ox : cx1 - ox]
         threshold, _ = cv2.threshold((cell * 255).astype(np.uint8), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
         threshold = threshold / 255.0
-        foreground = grabcut_foreground(image[cy0:cy1, cx0:cx1], cell, threshold, min(0.4, threshold),
-                                        max(0.95, threshold), params.grabcut_iterations, params.grabcut_min_side)
+        crop = image[cy0:cy1, cx0:cx1]
+        foreground = grabcut_foreground(crop, cell, threshold, min(params.grabcut_background_below, threshold),
+                                        max(params.grabcut_foreground_above, threshold), params.grabcut_iterations,
+                                        params.grabcut_min_side)
+        if params.matting_colours > 0:
+            foreground = matte_regions(crop, foreground, params.matting_colours)
         foreground &= owners[cy0:cy1, cx0:cx1] == k
         count, components = cv2.connectedComponents(foreground.astype(np.uint8), connectivity=8)
         low, high = params.area_range
