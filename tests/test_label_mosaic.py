@@ -138,3 +138,8 @@ def test_the_colour_matte_redecides_each_cells_edges():
     threshold = cv2.threshold((objectness[0] * 255).astype(np.uint8), 0, 255,
                               cv2.THRESH_BINARY + cv2.THRESH_OTSU)[0] / 255.0
     assert np.array_equal(ring.mask[:, :32], matte_regions(image[:, :32], objectness[0] >= threshold, 2))
+
+
+def test_grabcut_bands_out_of_order_are_refused():
+    with pytest.raises(ValueError, match="grabcut_background_below <= grabcut_foreground_above"):
+        MosaicSpec(grabcut_background_below=0.9, grabcut_foreground_above=0.5)
