@@ -1,17 +1,22 @@
-"""Is a data-sparse gain data or steps? Real only, trained as long as the mixed cells.
+"""Is a data-sparse gain data or steps? Real only and a mixed cell, trained equally long.
 
     .venv/bin/python benchmarks/sparse_step_control.py --experiment runs/exp-sparse
-        [--task detection] [--fractions 0.1,1] [--against real+filtered]
+        [--task detection] [--fractions 0.1,1] [--against real+filtered] [--steps N] [--jobs 2]
 
-Under the sparse profile's step rule a mixed cell trains on more images than its real-only
-cell, so it also trains for more steps (where the rule's floor does not bind). This retrains
-each real-only cell of a finished ``synthscene experiment --profile sparse`` run with the step
-and warm-up count of the ``--against`` cell at the same fraction and seed (everything else
-from the real-only cell's ``config.json``), scores it on the experiment's world, and reports,
-per fraction: ``real`` (as the experiment trained it), ``real_longer`` (this run), the mixed
-cell, and the paired differences mixed - real and mixed - real_longer (mean and std over
-seeds). Only the second difference is what the synthetic data adds at equal steps.
-Models are written to ``EXPERIMENT/step-control``. The last line is one JSON object.
+Without ``--steps``: retrains each real-only cell of a finished ``synthscene experiment
+--profile sparse`` run with the step and warm-up count of the ``--against`` cell at the same
+fraction and seed (everything else from the real-only cell's ``config.json``). Under the
+sparse profile's first step rule (before session 27) a mixed cell trained on more images than
+its real-only cell and so for more steps; under today's rule every cell of a fraction trains
+as long, and this control changes nothing.
+
+With ``--steps N``: retrains both the real-only and the ``--against`` cell for N steps (5 %
+warm-up), to see whether the paired difference holds nearer the plateau.
+
+Scores on the experiment's world and reports, per fraction and metric: ``real`` and the mixed
+cell as the experiment trained them, ``real_longer`` and ``mixed_longer`` (this run; the
+latter with ``--steps`` only) and the paired differences (mean and std over seeds). Models are
+written to ``EXPERIMENT/step-control[-N]``. The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -21,10 +26,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from synthscene.experiment import percent, score_on_world
-from synthscene.train.downstream import DownstreamConfig, train_downstream
+from synthscene.experiment import percent
+from synthscene.experiment_sparse import train_cells
+from synthscene.train.downstream import DownstreamConfig
 
 
 def main() -> None:
@@ -33,43 +38,57 @@ def main() -> None:
     parser.add_argument("--task", default="detection", choices=("detection", "semantic"))
     parser.add_argument("--fractions", default="0.1,1")
     parser.add_argument("--against", default="real+filtered")
+    parser.add_argument("--steps", type=int, default=None, help="train both cells this long (default: real only, "
+                                                                  "as long as --against)")
+    parser.add_argument("--jobs", type=int, default=1, help="cells trained at once, each in its own process")
     args = parser.parse_args()
     models, world = args.experiment / "models", args.experiment / "data" / "world"
-    metric_of = {"detection": ("box_ap", "mask_ap"), "semantic": ("miou",)}[args.task]
+    out = args.experiment / ("step-control" if args.steps is None else f"step-control-{args.steps}")
     scored = {(r["metric"], r["real_fraction"], r["setting"]): r
               for r in json.loads((args.experiment / "results.json").read_text())}
+    # a Faster R-CNN experiment has box AP only
+    metrics = [m for m in {"detection": ("box_ap", "mask_ap"), "semantic": ("miou",)}[args.task]
+               if any(key[0] == m for key in scored)]
     seeds = json.loads((args.experiment / "run.json").read_text())["config"]["seeds"]
+    fractions = [float(f) for f in args.fractions.split(",")]
+
+    def config(fraction, setting, seed) -> dict:
+        return json.loads((models / f"{args.task}-{percent(fraction)}-{setting}-seed{seed}" / "config.json").read_text())
+
+    cells = []
+    for fraction in fractions:
+        for seed in seeds:
+            against = config(fraction, args.against, seed)
+            steps = args.steps or against["steps"]
+            warmup = against["warmup_steps"] if args.steps is None else max(1, round(0.05 * steps))
+            settings = ("real",) if args.steps is None else ("real", args.against)
+            for setting in settings:
+                cell = DownstreamConfig(**{**config(fraction, setting, seed), "steps": steps, "warmup_steps": warmup})
+                cells.append(((fraction, setting, seed), cell,
+                              out / f"{args.task}-{percent(fraction)}-{setting}-seed{seed}"))
+    retrained: dict[tuple, dict[str, float]] = dict(train_cells(cells, world, args.jobs, progress=True))
+
     report = {}
-    for fraction in (float(f) for f in args.fractions.split(",")):
-        longer = {metric: [] for metric in metric_of}
-        for seed in tqdm(seeds, desc=f"real {percent(fraction)}"):
-            real = json.loads((models / f"{args.task}-{percent(fraction)}-real-seed{seed}" / "config.json").read_text())
-            mixed = json.loads(
-                (models / f"{args.task}-{percent(fraction)}-{args.against}-seed{seed}" / "config.json").read_text())
-            config = DownstreamConfig(**{**real, "steps": mixed["steps"], "warmup_steps": mixed["warmup_steps"]})
-            run = train_downstream(config, args.experiment / "step-control" / f"{args.task}-{percent(fraction)}-seed{seed}",
-                                   progress=False)
-            for metric, value in score_on_world(args.task, run, world).items():
-                if metric in longer:
-                    longer[metric].append(value)
-        for metric, values in longer.items():
+    for fraction in fractions:
+        for metric in metrics:
             real = scored[metric, fraction, "real"]["seeds"]
             mixed = scored[metric, fraction, args.against]["seeds"]
-            report[f"{metric}@{fraction:g}"] = {
-                "steps_real": real_steps(models, args.task, fraction, seeds, "real"),
-                "steps_longer": real_steps(models, args.task, fraction, seeds, args.against),
-                "real": summary(real), "real_longer": summary(values), args.against: summary(mixed),
-                "mixed_minus_real": summary(np.subtract(mixed, real)),
-                "mixed_minus_real_longer": summary(np.subtract(mixed, values)),
-            }
-            print(f"{metric} at {fraction:g} real: real {100 * np.mean(real):.1f}, real trained longer "
-                  f"{100 * np.mean(values):.1f}, {args.against} {100 * np.mean(mixed):.1f}", flush=True)
-    print(json.dumps({"task": args.task, "against": args.against, "seeds": seeds, **report}))
-
-
-def real_steps(models: Path, task: str, fraction: float, seeds, setting: str) -> list[int]:
-    return [json.loads((models / f"{task}-{percent(fraction)}-{setting}-seed{s}" / "config.json").read_text())["steps"]
-            for s in seeds]
+            real_longer = [retrained[fraction, "real", s][metric] for s in seeds]
+            entry = {"steps_real": [config(fraction, "real", s)["steps"] for s in seeds],
+                     "steps_longer": [c.steps for k, c, _ in cells if k[0] == fraction and k[1] == "real"],
+                     "real": summary(real), "real_longer": summary(real_longer), args.against: summary(mixed),
+                     "mixed_minus_real": summary(np.subtract(mixed, real)),
+                     "mixed_minus_real_longer": summary(np.subtract(mixed, real_longer))}
+            line = (f"{metric} at {fraction:g} real: real {100 * np.mean(real):.1f}, real retrained "
+                    f"{100 * np.mean(real_longer):.1f}, {args.against} {100 * np.mean(mixed):.1f}")
+            if args.steps is not None:
+                mixed_longer = [retrained[fraction, args.against, s][metric] for s in seeds]
+                entry["mixed_longer"] = summary(mixed_longer)
+                entry["mixed_longer_minus_real_longer"] = summary(np.subtract(mixed_longer, real_longer))
+                line += f", {args.against} retrained {100 * np.mean(mixed_longer):.1f}"
+            report[f"{metric}@{fraction:g}"] = entry
+            print(line, flush=True)
+    print(json.dumps({"task": args.task, "against": args.against, "steps": args.steps, "seeds": seeds, **report}))
 
 
 def summary(values) -> dict:

@@ -344,6 +344,9 @@ def experiment(
                                                        "falls as real data grows) or both.")] = "both",
     task: Annotated[list[str] | None, typer.Option(help="Profile sparse: train only this downstream task "
                                                         "(semantic or detection); repeat for both (the default).")] = None,
+    jobs: Annotated[int | None, typer.Option(help="Profile sparse: cells trained at once, each in its own process "
+                                                  "with a share of the CPU threads (default: the profile's, 2 "
+                                                  "for sparse).")] = None,
 ):
     """The shapes-world experiments: data-sparse (real fractions x {real, synthetic, both}),
     open-vocabulary (novel classes from grounding-labelled synthetic data), restyle (real
@@ -360,8 +363,10 @@ def experiment(
         raise ValueError(f"--synthetic-weight applies to the sparse profiles, not {profile}")
     if task and profile not in SPARSE_PROFILES:
         raise ValueError(f"--task applies to the sparse profiles, not {profile}")
+    if jobs is not None and profile not in SPARSE_PROFILES:
+        raise ValueError(f"--jobs applies to the sparse profiles, not {profile}")
     if profile in SPARSE_PROFILES:
-        run_sparse_experiment(profile, out, synthetic, synthetic_weight, tuple(task) if task else TASKS)
+        run_sparse_experiment(profile, out, synthetic, synthetic_weight, tuple(task) if task else TASKS, jobs)
     elif profile in OPEN_VOCAB_PROFILES:
         run_open_vocab(profile, out)
     elif profile in DERIVED_PROFILES:

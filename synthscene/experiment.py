@@ -102,13 +102,13 @@ def choose_profile(profiles: dict, name: str):
 
 
 def score_on_world(task: str, run: Path, world: Path) -> dict[str, float]:
-    """A trained run's scores on the world's val split: mIoU for a segmenter, box and mask
-    AP for a Mask R-CNN (clipped at 0: COCOeval's -1 means nothing to score)."""
+    """A trained run's scores on the world's val split: mIoU for a segmenter, box AP for a
+    detector and mask AP for a Mask R-CNN (clipped at 0: COCOeval's -1 means nothing to score)."""
     if task == "semantic":
         values = {"miou": evaluate_trained(run, world / "val")["miou"]}
     else:
         result = evaluate_trained(run, world / "annotations" / "instances_val.json")
-        values = {"box_ap": result["bbox"]["AP"], "mask_ap": result["segm"]["AP"]}
+        values = {"box_ap": result["bbox"]["AP"], **({"mask_ap": result["segm"]["AP"]} if "segm" in result else {})}
     return {metric: max(0.0, float(value)) for metric, value in values.items()}
 
 

@@ -5,12 +5,14 @@ The quick profile trains every cell for the same number of steps, so its detecto
 limited by compute (at 800 steps the real-only box AP triples) and cannot show what data
 adds. Here every cell follows one rule:
 
-- steps scale with the images the cell trains on: ``ceil(epochs x images / batch_size)``,
+- steps scale with the images a fraction's cells train on: ``ceil(epochs x images /
+  batch_size)`` for the fraction's largest cell (its real images plus the synthetic ones),
   clipped to ``[min_steps, max_steps]``, with a linear warm-up over the first
-  ``warmup_fraction`` of them; each task has its own rule (a segmentation step is six times
-  cheaper than a detection step; at 50 steps LRASPP predicts background only, at 300 it
-  reaches 17-20 mIoU and at 600 44-51, so its floor is 600). Where the floor binds, the
-  cells of a fraction train equally long and differ in data only;
+  ``warmup_fraction`` of them; every cell of that fraction trains as many steps, so the
+  cells of a fraction differ in their data only (a cell that got more steps than its
+  real-only neighbour for having more images measured steps, not data: session 18's
+  control). Each task has its own rule (at 50 steps LRASPP predicts background only, at 300
+  it reaches 17-20 mIoU and at 600 44-51, so its floor is 600);
 - settings per real fraction: ``real``; ``real+synthetic`` (fixed 1:1: half of every batch
   synthetic); ``real+synthetic-auto`` (every image equally likely, real or synthetic: the
   synthetic share of a batch is ``n_synthetic / (n_real + n_synthetic)``, so it falls as
@@ -20,6 +22,8 @@ adds. Here every cell follows one rule:
   paired difference to ``real`` at the same fraction and seed (mean and std of the
   per-seed differences), since the seeds share the real part's initialisation and draws.
 
+The cells run in ``jobs`` processes, each with its share of the CPU threads (on this 2-core
+machine two one-thread cells train 1.5 x as fast as one two-thread cell at a time).
 Writes ``results.json``, ``results.md`` and ``results.png`` like the other experiments.
 """
 
@@ -30,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from synthscene.experiment import (
@@ -69,7 +74,8 @@ class StepRule:
         return steps, max(1, round(self.warmup_fraction * steps))
 
     def describe(self) -> str:
-        return f"{self.epochs:g} epochs of the cell's images, clipped to [{self.min_steps}, {self.max_steps}]"
+        return (f"{self.epochs:g} epochs of the images of the fraction's largest cell, clipped to "
+                f"[{self.min_steps}, {self.max_steps}], for every cell of the fraction")
 
 
 @dataclass(frozen=True)
@@ -86,21 +92,24 @@ class SparseProfile:
     filter_where: str = "score >= 0.6"
     semantic: dict = field(default_factory=dict)
     detection: dict = field(default_factory=dict)
+    jobs: int = 1  # cells trained at once, in separate processes
 
 
 SPARSE_PROFILES = {
-    # measured on this 2-core CPU: the detection half (27 cells, ~3,000 Mask R-CNN steps at
-    # ~1.35 s) 1 h 50 min, the semantic half (27 cells, ~18,900 LRASPP steps) 1 h 00 min; run
-    # the halves separately with --task. Results: docs/results/sparse*/ and the README.
+    # this 2-core CPU, both tasks in one run: 54 cells (27 per task) in two processes.
+    # Detection measures box AP with Faster R-CNN: the mask branch made a Mask R-CNN step
+    # 2.5 x as long (1.22 against 0.48 s, batch 4), too long for its cells to train equally
+    # long in the time; the quick profile reports mask AP.
     "sparse": SparseProfile(500, 200, 200, 32, (0, 1, 2), (0.1, 1.0),
-                            steps={"semantic": StepRule(16.0, 600, 900), "detection": StepRule(1.0, 50, 400)},
+                            steps={"semantic": StepRule(16.0, 600, 900), "detection": StepRule(4.0, 250, 400)},
                             semantic={"model": "lraspp_mobilenet_v3_large", "batch_size": 16, "learning_rate": 0.05,
                                       "image_size": 32},
-                            detection={"model": "maskrcnn_mobilenet_v3_large_fpn", "batch_size": 4,
-                                       "learning_rate": 0.02, "image_size": 96}),
+                            detection={"model": "fasterrcnn_mobilenet_v3_large_fpn", "batch_size": 4,
+                                       "learning_rate": 0.02, "image_size": 96},
+                            jobs=2),
     # seconds: for tests
     "sparse-smoke": SparseProfile(40, 12, 6, 0, (0,), (0.1,),
-                                  steps={"semantic": StepRule(0.5, 2, 3), "detection": StepRule(0.5, 2, 3)},
+                                  steps={"semantic": StepRule(0.5, 1, 3), "detection": StepRule(0.5, 1, 3)},
                                   filter_where="score >= 0.0",
                                   semantic={"model": "lraspp_mobilenet_v3_large", "batch_size": 4,
                                             "learning_rate": 0.05, "image_size": 32},
@@ -127,10 +136,11 @@ def mixed_sources(setting: str, real: Source | None, real_count: int, synthetic:
 
 def run_sparse_experiment(profile_name: str, out: str | Path, synthetic_runs: list[str] | None = None,
                           synthetic_weight: str = "both", tasks: tuple[str, ...] = TASKS,
-                          progress: bool = True) -> list[dict]:
+                          jobs: int | None = None, progress: bool = True) -> list[dict]:
     """Run the experiment into ``out`` (see the module docstring); returns the records.
     ``synthetic_weight``: which 1:1 / auto mixed settings to train (both by default);
-    ``tasks``: the downstream tasks to train (semantic and detection by default)."""
+    ``tasks``: the downstream tasks to train (semantic and detection by default); ``jobs``:
+    cells trained at once (default: the profile's)."""
     from synthscene.filter import filter_run
     from synthscene.store import open_run
     from synthscene.world.build import write_world
@@ -141,10 +151,12 @@ def run_sparse_experiment(profile_name: str, out: str | Path, synthetic_runs: li
     if not tasks or set(tasks) - set(TASKS):
         raise ValueError(f"unknown task in {list(tasks)}; choose from {', '.join(TASKS)}")
     tasks = tuple(t for t in TASKS if t in tasks)
+    if jobs is not None and jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
     settings = [s for s in SETTINGS if not (synthetic_weight == "fixed" and s == "real+synthetic-auto")
                 and not (synthetic_weight == "auto" and s == "real+synthetic")]
     out = start_experiment(out, {"profile": profile_name, **asdict(profile), "synthetic_runs": synthetic_runs,
-                                 "settings": settings, "tasks": list(tasks)})
+                                 "settings": settings, "tasks": list(tasks), "jobs": jobs or profile.jobs})
 
     # 1. data: the world, its real fractions, the synthetic runs, their filtered views, exports
     data = out / "data"
@@ -162,37 +174,73 @@ def run_sparse_experiment(profile_name: str, out: str | Path, synthetic_runs: li
             exports[name, kind] = [(str(_annotations(export_run(r, kind, data / f"{r.name}-{kind}"), kind)),
                                     sum(1 for _ in open_run(r).records())) for r in group]
 
-    # 2. train and score every (task, fraction, setting, seed)
-    scores: dict[tuple, dict[int, float]] = {}
-    jobs = []
+    # 2. train and score every (task, fraction, setting, seed); a fraction's cells share its steps
+    cells = []
     for task in tasks:
         kind = {"semantic": "voc", "detection": "coco"}[task]
-        for seed in profile.seeds:
-            for fraction in (0.0, *profile.fractions):
-                for setting in settings:
-                    if (fraction == 0.0) != (setting == "synthetic"):
-                        continue
-                    jobs.append((task, kind, fraction, setting, seed))
-    for task, kind, fraction, setting, seed in tqdm(jobs, desc="experiment", disable=not progress):
-        real_count = max(1, round(fraction * profile.real_images))
-        real_source = Source(str(real[fraction][kind])) if fraction else None
-        sources = mixed_sources(setting, real_source, real_count, exports["synthetic", kind], exports["filtered", kind])
-        images = real_count if fraction else 0
-        if setting != "real":
-            images += sum(n for _, n in exports["filtered" if setting == "real+filtered" else "synthetic", kind])
         params = dict(getattr(profile, task))
-        steps, warmup = profile.steps[task].steps(images, params["batch_size"])
-        config = DownstreamConfig(task=task, sources=tuple(sources), seed=seed, steps=steps, warmup_steps=warmup,
-                                  checkpoint_every=10**9, **params)
-        run = train_downstream(config, out / "models" / f"{task}-{percent(fraction)}-{setting}-seed{seed}",
-                               progress=False)
-        for metric, value in score_on_world(task, run, world).items():
+        for fraction in (0.0, *profile.fractions):
+            real_count = max(1, round(fraction * profile.real_images))
+            real_source = Source(str(real[fraction][kind])) if fraction else None
+            fraction_settings = [s for s in settings if (fraction == 0.0) == (s == "synthetic")]
+            images = {}
+            for setting in fraction_settings:
+                images[setting] = real_count if fraction else 0
+                if setting != "real":
+                    images[setting] += sum(n for _, n in exports["filtered" if setting == "real+filtered"
+                                                                  else "synthetic", kind])
+            steps, warmup = profile.steps[task].steps(max(images.values()), params["batch_size"])
+            for seed in profile.seeds:
+                for setting in fraction_settings:
+                    sources = mixed_sources(setting, real_source, real_count, exports["synthetic", kind],
+                                            exports["filtered", kind])
+                    config = DownstreamConfig(task=task, sources=tuple(sources), seed=seed, steps=steps,
+                                              warmup_steps=warmup, checkpoint_every=10**9, **params)
+                    cells.append(((fraction, setting, seed), config,
+                                  out / "models" / f"{task}-{percent(fraction)}-{setting}-seed{seed}"))
+    # longest first (a detection step costs several segmentation steps): the last cells to finish are short
+    cells.sort(key=lambda cell: (cell[1].task != "detection", -cell[1].steps))
+    scores: dict[tuple, dict[int, float]] = {}
+    for (fraction, setting, seed), values in train_cells(cells, world, jobs or profile.jobs, progress):
+        for metric, value in values.items():
             scores.setdefault((metric, fraction, setting), {})[seed] = value
     records = summarise(scores)
     write_json(out / "results.json", records, indent=2)
     (out / "results.md").write_text(sparse_table(records, profile_name, profile))
     plot_sparse(records, out / "results.png")
     return records
+
+
+def train_cells(cells: list[tuple], world: Path, jobs: int, progress: bool):
+    """Train and score every (key, config, out) cell; yields (key, scores) as cells finish.
+    With ``jobs`` > 1 the cells run in that many spawned processes (not forked: a forked
+    torch process can hang in its thread pool), splitting this machine's torch threads."""
+    bar = tqdm(total=len(cells), desc="experiment", disable=not progress)
+    if jobs == 1:
+        for key, config, run in cells:
+            yield key, _train_and_score(config, run, world)
+            bar.update()
+        bar.close()
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = max(1, torch.get_num_threads() // jobs)
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=torch.set_num_threads,
+                             initargs=(threads,)) as pool:
+        futures = {pool.submit(_train_and_score, config, run, world): key for key, config, run in cells}
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+                bar.update()
+        except BaseException:  # a failed cell (or Ctrl-C) stops the run: do not train the rest first
+            pool.shutdown(cancel_futures=True)
+            raise
+    bar.close()
+
+
+def _train_and_score(config: DownstreamConfig, run: Path, world: Path) -> dict[str, float]:
+    return score_on_world(config.task, train_downstream(config, run, progress=False), world)
 
 
 def summarise(scores: dict[tuple, dict[int, float]]) -> list[dict]:

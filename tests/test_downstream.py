@@ -305,8 +305,8 @@ def test_sparse_cells_follow_one_steps_rule_and_weight_rule(tmp_path):
     from synthscene.experiment_sparse import SPARSE_PROFILES, mixed_sources, run_sparse_experiment, summarise
 
     detection = SPARSE_PROFILES["sparse"].steps["detection"]
-    assert detection.steps(100, 4) == (50, 2)  # one epoch of 100 images = 25 steps, raised to the minimum
-    assert detection.steps(600, 4) == (150, 8)
+    assert detection.steps(100, 4) == (250, 12)  # four epochs of 100 images = 100 steps, raised to the minimum
+    assert detection.steps(282, 4) == (282, 14)
     assert detection.steps(10_000, 4) == (400, 20)  # clipped
     semantic = SPARSE_PROFILES["sparse"].steps["semantic"]
     assert semantic.steps(900, 16) == (900, 45) and semantic.steps(500, 16) == (600, 30)  # its own, cheaper rule
@@ -322,7 +322,20 @@ def test_sparse_cells_follow_one_steps_rule_and_weight_rule(tmp_path):
     assert mixed["difference"]["std"] == pytest.approx(0.025) and "difference" not in records[0]
     with pytest.raises(ValueError, match="unknown task"):
         run_sparse_experiment("sparse-smoke", tmp_path / "exp", tasks=("depth",), progress=False)
+    with pytest.raises(ValueError, match="jobs must be >= 1"):
+        run_sparse_experiment("sparse-smoke", tmp_path / "exp", jobs=0, progress=False)
     assert not (tmp_path / "exp").exists()
+
+
+def test_sparse_cells_in_two_processes_score_as_in_one(small_world, tmp_path):
+    from synthscene.experiment_sparse import train_cells
+
+    cells = [(seed, _semantic_config(small_world, seed=seed, steps=3), tmp_path / f"{jobs}" / f"seed{seed}")
+             for seed in (0, 1) for jobs in (1, 2)]
+    one = dict(train_cells([c for c in cells if c[2].parent.name == "1"], small_world, jobs=1, progress=False))
+    two = dict(train_cells([c for c in cells if c[2].parent.name == "2"], small_world, jobs=2, progress=False))
+    # tests run with one torch thread, so each spawned process gets one too: the same float sums
+    assert one == two and set(one) == {0, 1}
 
 
 @pytest.mark.slow
@@ -337,7 +350,13 @@ def test_sparse_smoke_profile_writes_results(tmp_path):
         assert len(r["seeds"]) == 1 and 0.0 <= r["mean"] <= 1.0
         assert ("difference" in r) == (r["setting"] in MIXED)
     assert (out / "data" / "text2labels-filtered" / "view.json").is_file()
-    config = json.loads((out / "models" / "semantic-10pct-real+synthetic-seed0" / "config.json").read_text())
-    assert config["steps"] == 2 and config["warmup_steps"] == 1  # ceil(0.5 epochs x (4 + 6 images) / 4), in [2, 3]
+    def steps(cell):
+        return json.loads((out / "models" / f"{cell}-seed0" / "config.json").read_text())["steps"]
+
+    # every cell of a fraction trains as long as its largest: ceil(0.5 epochs x (4 real + 6 synthetic) / batch),
+    # also the real-only cell, which alone would get ceil(0.5 x 4 / batch) = 1
+    assert {steps(f"semantic-10pct-{s}") for s in ("real", *MIXED)} == {2}  # batch 4
+    assert {steps(f"detection-10pct-{s}") for s in ("real", *MIXED)} == {3}  # batch 2
+    assert steps("detection-0pct-synthetic") == 2
     assert "paired difference" in (out / "results.md").read_text()
     assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
