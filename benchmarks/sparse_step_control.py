@@ -1,7 +1,7 @@
 """Is a data-sparse gain data or steps? Real only and a mixed cell, trained equally long.
 
     .venv/bin/python benchmarks/sparse_step_control.py --experiment runs/exp-sparse
-        [--task detection] [--fractions 0.1,1] [--against real+filtered] [--steps N] [--jobs 2]
+        [--task detection] [--fractions 0.1,1] [--against real+filtered] [--steps N] [--jobs 2] [--seeds 0,1]
 
 Without ``--steps``: retrains each real-only cell of a finished ``synthscene experiment
 --profile sparse`` run with the step and warm-up count of the ``--against`` cell at the same
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from synthscene.experiment import percent
-from synthscene.experiment_sparse import train_cells
+from synthscene.experiment_sparse import over_seeds, train_cells
 from synthscene.train.downstream import DownstreamConfig
 
 
@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="train both cells this long (default: real only, "
                                                                   "as long as --against)")
     parser.add_argument("--jobs", type=int, default=1, help="cells trained at once, each in its own process")
+    parser.add_argument("--seeds", default=None, help="comma-separated subset of the experiment's seeds")
     args = parser.parse_args()
     models, world = args.experiment / "models", args.experiment / "data" / "world"
     out = args.experiment / ("step-control" if args.steps is None else f"step-control-{args.steps}")
@@ -50,6 +51,8 @@ def main() -> None:
     metrics = [m for m in {"detection": ("box_ap", "mask_ap"), "semantic": ("miou",)}[args.task]
                if any(key[0] == m for key in scored)]
     seeds = json.loads((args.experiment / "run.json").read_text())["config"]["seeds"]
+    if args.seeds:
+        seeds = [s for s in seeds if str(s) in args.seeds.split(",")]
     fractions = [float(f) for f in args.fractions.split(",")]
 
     def config(fraction, setting, seed) -> dict:
@@ -71,29 +74,25 @@ def main() -> None:
     report = {}
     for fraction in fractions:
         for metric in metrics:
-            real = scored[metric, fraction, "real"]["seeds"]
-            mixed = scored[metric, fraction, args.against]["seeds"]
+            every_seed = json.loads((args.experiment / "run.json").read_text())["config"]["seeds"]
+            real = [v for s, v in zip(every_seed, scored[metric, fraction, "real"]["seeds"]) if s in seeds]
+            mixed = [v for s, v in zip(every_seed, scored[metric, fraction, args.against]["seeds"]) if s in seeds]
             real_longer = [retrained[fraction, "real", s][metric] for s in seeds]
             entry = {"steps_real": [config(fraction, "real", s)["steps"] for s in seeds],
                      "steps_longer": [c.steps for k, c, _ in cells if k[0] == fraction and k[1] == "real"],
-                     "real": summary(real), "real_longer": summary(real_longer), args.against: summary(mixed),
-                     "mixed_minus_real": summary(np.subtract(mixed, real)),
-                     "mixed_minus_real_longer": summary(np.subtract(mixed, real_longer))}
+                     "real": over_seeds(real), "real_longer": over_seeds(real_longer), args.against: over_seeds(mixed),
+                     "mixed_minus_real": over_seeds(np.subtract(mixed, real)),
+                     "mixed_minus_real_longer": over_seeds(np.subtract(mixed, real_longer))}
             line = (f"{metric} at {fraction:g} real: real {100 * np.mean(real):.1f}, real retrained "
                     f"{100 * np.mean(real_longer):.1f}, {args.against} {100 * np.mean(mixed):.1f}")
             if args.steps is not None:
                 mixed_longer = [retrained[fraction, args.against, s][metric] for s in seeds]
-                entry["mixed_longer"] = summary(mixed_longer)
-                entry["mixed_longer_minus_real_longer"] = summary(np.subtract(mixed_longer, real_longer))
+                entry["mixed_longer"] = over_seeds(mixed_longer)
+                entry["mixed_longer_minus_real_longer"] = over_seeds(np.subtract(mixed_longer, real_longer))
                 line += f", {args.against} retrained {100 * np.mean(mixed_longer):.1f}"
             report[f"{metric}@{fraction:g}"] = entry
             print(line, flush=True)
     print(json.dumps({"task": args.task, "against": args.against, "steps": args.steps, "seeds": seeds, **report}))
-
-
-def summary(values) -> dict:
-    values = [float(v) for v in values]
-    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "seeds": values}
 
 
 if __name__ == "__main__":
