@@ -32,7 +32,7 @@ import torch
 
 from synthscene.engine import Execution, run_spec
 from synthscene.formats.coco import keep_categories
-from synthscene.grounding.train import GroundingTrainConfig, train_grounding
+from synthscene.grounding.train import GroundingTrainConfig, HeadSettings, train_grounding
 from synthscene.spec import load_spec, validate_spec
 from synthscene.store import open_run
 from synthscene.train.data import Source
@@ -44,8 +44,14 @@ from synthscene.world.oracle import oracle_instances
 BASE, NOVEL = ("ball", "leaf", "box", "hat"), ("star", "ring")
 
 
-def teacher_run(work: Path, steps: int = 3000, world: Path | None = None) -> Path:
-    world, teacher = world or work / "world", work / "teacher"
+def teacher_run(work: Path, steps: int = 3000, reuse: Path | None = None) -> Path:
+    """The base-class teacher in ``work``; an earlier ``--work``'s (``reuse``) when it was
+    trained for as many steps (its world is reused either way)."""
+    if reuse is not None and (reuse / "teacher" / "model.safetensors").is_file():
+        earlier = DownstreamConfig.model_validate_json((reuse / "teacher" / "config.json").read_text())
+        if earlier.steps == steps:
+            return reuse / "teacher"
+    world, teacher = (reuse or work) / "world", work / "teacher"
     if not (world / "world.json").is_file():
         write_world(world, n_train=1000, n_val=200, seed=11)
     base_only = world / "annotations" / "instances_train_base.json"
@@ -64,11 +70,47 @@ def head_run(work: Path, teacher: Path, args) -> Path:
     out = work / "grounding"
     config = GroundingTrainConfig(teacher=str(teacher), base_classes=BASE, novel_classes=NOVEL,
                                   images_per_base_class=args.base_images, images_per_novel_class=args.novel_images,
-                                  steps=args.steps, batch_size=args.batch_size)
+                                  steps=args.steps, batch_size=args.batch_size,
+                                  ignore_unboxed_classes=args.ignore_unboxed,
+                                  head=HeadSettings(class_evidence=args.class_evidence,
+                                                    proposal_strides=args.proposal_strides))
     if not (out / "head.safetensors").is_file():
         resume = (out / "config.json").is_file()
         reuse = args.reuse / "grounding" if args.reuse and not resume else None
+        if args.oracle_labels and not resume:
+            reuse = oracle_labelled(reuse, work / "oracle-labelled")
         train_grounding(config, out, resume=resume, images_from=reuse)
+    return out
+
+
+def oracle_labelled(source: Path | None, out: Path) -> Path:
+    """A copy of a train-grounding run's plan and images whose base-image labels are the
+    oracle's instances of the prompt's classes (a control: what the head learns from exact
+    boxes), for ``images_from``."""
+    import shutil
+
+    if source is None:
+        raise SystemExit("--oracle-labels needs --reuse (a run whose images it relabels)")
+    if not (out / "pseudo_labels.json").is_file():
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(source / "generated", out / "generated")
+        for name in ("config.json", "prompts.jsonl"):
+            shutil.copyfile(source / name, out / name)
+        images = np.concatenate([np.load(p)["images"] for p in sorted((out / "generated").glob("shard-*.npz"))])
+        labels, base = {}, 0
+        for line in (out / "prompts.jsonl").read_text().splitlines():
+            item = json.loads(line)
+            if item["group"] != "base":
+                continue
+            base += 1
+            truth = oracle_instances(images[item["index"]])
+            kept = [(box, item["classes"].index(CLASS_NAMES[c])) for box, c in zip(truth.xyxy.tolist(), truth.class_id)
+                    if CLASS_NAMES[c] in item["classes"]]
+            if kept:
+                labels[str(item["index"])] = {"boxes": [b for b, _ in kept], "classes": [k for _, k in kept],
+                                              "scores": [1.0] * len(kept)}
+        (out / "pseudo_labels.json").write_text(json.dumps({"images": base, "dropped_without_box": base - len(labels),
+                                                            "labels": labels}))
     return out
 
 
@@ -138,6 +180,32 @@ def ap50(truth: dict, detections: list[dict], names: tuple[str, ...]) -> float:
     return round(evaluate_detections(subset, [d for d in detections if d["category_id"] in ids], "bbox")["AP50"], 4)
 
 
+def recall_by_prompt(truth: dict, detections: list[dict], samples) -> dict:
+    """Share of the oracle's objects of the named classes that a box finds at IoU >= 0.5, of
+    any class / of the right class, over images whose prompt names one class and two."""
+    from torchvision.ops import box_iou
+
+    def xyxy(boxes):
+        return torch.tensor([[x, y, x + w, y + h] for x, y, w, h in boxes], dtype=torch.float32).reshape(-1, 4)
+
+    found = {}
+    for sample in samples:
+        image_id, named = sample.index + 1, {c + 1 for c in sample.class_ids}
+        objects = [a for a in truth["annotations"] if a["image_id"] == image_id and a["category_id"] in named]
+        boxes = [d for d in detections if d["image_id"] == image_id]
+        counts = found.setdefault(len(named), [0, 0, 0])
+        counts[0] += len(objects)
+        if not objects or not boxes:
+            continue
+        iou = box_iou(xyxy([a["bbox"] for a in objects]), xyxy([d["bbox"] for d in boxes])) >= 0.5
+        same = torch.tensor([[a["category_id"] == d["category_id"] for d in boxes] for a in objects])
+        counts[1] += int(iou.any(1).sum())
+        counts[2] += int((iou & same).any(1).sum())
+    return {f"{'one_class' if n == 1 else 'two_classes'}": {"objects": total, "any_class": round(a / max(total, 1), 3),
+                                                          "right_class": round(r / max(total, 1), 3)}
+            for n, (total, a, r) in sorted(found.items())}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("runs/grounding-quality"))
@@ -150,10 +218,20 @@ def main() -> None:
     parser.add_argument("--teacher-steps", type=int, default=3000)
     parser.add_argument("--reuse", type=Path, default=None,
                         help="an earlier --work of the same generation settings: its world, generated training "
-                             "images and attention-labelled eval run are reused (a new teacher relabels the images)")
+                             "images, attention-labelled eval run and (trained as long) teacher are reused")
+    parser.add_argument("--ignore-unboxed", action="store_true",
+                        help="a named class its pseudo-labels box nowhere in an image is left out of that "
+                             "image's classification loss (not taught as background)")
+    parser.add_argument("--class-evidence", action="store_true",
+                        help="the head also reads the generator's denoising evidence for each named class")
+    parser.add_argument("--proposal-strides", type=float, default=None,
+                        help="the head's proposal boxes this many strides of their level wide")
+    parser.add_argument("--oracle-labels", action="store_true",
+                        help="a control: the head learns from the oracle's boxes of the base images instead of "
+                             "the teacher's (needs --reuse)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    teacher = teacher_run(args.work, args.teacher_steps, args.reuse / "world" if args.reuse else None)
+    teacher = teacher_run(args.work, args.teacher_steps, args.reuse)
     head = head_run(args.work, teacher, args)
     grounding, attention = eval_runs(args.work, head, args)
     labelled = list(open_run(grounding).samples())
@@ -162,15 +240,16 @@ def main() -> None:
     truth = ground_truth(labelled)
     scored = {"head": detections_of(labelled), "teacher": teacher_detections(teacher, labelled),
               "attention": detections_of(attended)}
-    result = {}
+    result, recall = {}, {}
     for who, detections in scored.items():
         prefix = "" if who == "head" else f"{who}_"
         result[f"{prefix}ap50_base"] = ap50(truth, detections, BASE)
         result[f"{prefix}ap50_novel"] = ap50(truth, detections, NOVEL)
+        recall[who] = recall_by_prompt(truth, detections, labelled)
     result.update({
         "goal_ap50_novel": 0.5, "novel_over_base": round(result["ap50_novel"] / max(result["ap50_base"], 1e-9), 3),
         "goal_novel_over_base": 0.8, "eval_images": len(labelled), "oracle_instances": len(truth["annotations"]),
-        "same_images": same, "base": list(BASE), "novel": list(NOVEL),
+        "same_images": same, "base": list(BASE), "novel": list(NOVEL), "recall_iou50": recall,
         "pseudo_labels": {k: v for k, v in json.loads((head / "pseudo_labels.json").read_text()).items()
                           if k != "labels"},
     })

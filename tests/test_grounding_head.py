@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from synthscene.grounding.head import GroundingHead, HeadConfig, predict_boxes
+from synthscene.grounding.head import GroundingHead, HeadConfig, box_evidence, predict_boxes
 from synthscene.grounding.matching import LossWeights, match, set_loss
 
 LEVELS = ((8, 8, 12), (4, 4, 24))
@@ -77,6 +77,58 @@ def test_perfect_boxes_cost_nothing_but_focal():
     wrong = set_loss({**output, "logits": -output["logits"]}, torch.ones(1, 2, dtype=torch.bool), targets,
                      LossWeights())
     assert wrong["focal"] > 1.0
+
+
+def test_a_named_class_without_pseudo_box_is_neither_positive_nor_negative():
+    # image of two named classes; the pseudo-labeller boxed class 0 only: class 1's logits
+    # must get no gradient (its object is there, unboxed), class 0's still do
+    boxes = torch.tensor([[[0.3, 0.3, 0.2, 0.2], [0.7, 0.6, 0.3, 0.2]]])
+    target = {"classes": torch.tensor([0]), "boxes": boxes[0, :1]}
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    gradients = []
+    for unlabelled in ([], [1]):
+        logits = torch.zeros(1, 1, 2, 2, requires_grad=True)
+        wanted = {**target, "unlabelled": torch.tensor(unlabelled, dtype=torch.long)}
+        set_loss({"logits": logits, "boxes": boxes[None]}, mask, [wanted], LossWeights())["loss"].backward()
+        gradients.append(logits.grad[0, 0])
+    background, ignored = gradients
+    assert (background[:, 1] > 0).all()  # as background: class 1 pushed down on both queries
+    assert (ignored[:, 1] == 0).all() and torch.equal(ignored[:, 0], background[:, 0])
+
+
+def test_box_evidence_is_the_mean_inside_each_box():
+    evidence = torch.zeros(1, 2, 8, 8)
+    evidence[0, 0, :, :4] = 1.0  # class 0 on the left half, class 1 on the right
+    evidence[0, 1, :, 4:] = 1.0
+    boxes = torch.tensor([[[0.25, 0.5, 0.5, 1.0], [0.75, 0.5, 0.5, 1.0], [0.5, 0.5, 1.0, 1.0]]])
+    got = box_evidence(evidence, boxes)
+    assert got.shape == (1, 3, 2)
+    assert torch.allclose(got[0], torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]), atol=1e-6)
+
+
+def test_class_evidence_moves_the_named_classes_logits():
+    head = _head(class_evidence=True)
+    features, classes, mask = _features(2), torch.randn(2, 2, 16), torch.ones(2, 2, dtype=torch.bool)
+    favours_first = torch.stack([torch.full((8, 8), 5.0), torch.full((8, 8), -5.0)])[None].expand(2, -1, -1, -1)
+    with torch.no_grad():
+        first = head(features, classes, mask, favours_first)["logits"]
+        second = head(features, classes, mask, -favours_first)["logits"]
+    assert ((first[..., 0] - first[..., 1]) > 5).all() and ((second[..., 1] - second[..., 0]) > 5).all()
+    with pytest.raises(ValueError, match="built with class evidence"):
+        head(features, classes, mask)
+    with pytest.raises(ValueError, match="built without class evidence"):
+        _head()(features, classes, mask, favours_first)
+
+
+def test_proposals_start_some_strides_of_their_level_wide():
+    # at init the proposal deltas are zero: a selected proposal is its token's anchor box
+    widths = {}
+    for strides in (None, 3.0):
+        with torch.no_grad():
+            boxes = _head(proposal_strides=strides)(_features(2), torch.randn(2, 1, 16),
+                                                     torch.ones(2, 1, dtype=torch.bool))["boxes"][0]
+        widths[strides] = {round(v, 4) for v in boxes[..., 2:].flatten().tolist()}
+    assert widths[None] <= {0.05, 0.1} and widths[3.0] <= {3 / 8, 3 / 4} and len(widths[3.0]) >= 1
 
 
 def test_head_learns_where_objects_are():

@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 from synthscene.formats.coco import CocoError, keep_categories
 from synthscene.grounding import train as grounding_train
 from synthscene.grounding.train import GroundingTrainConfig, plan_prompts, train_grounding
-from tests.helpers import BASE, NOVEL, crash_after_checkpoint
+from synthscene.store import open_run
+from tests.helpers import BASE, NOVEL, crash_after_checkpoint, make_run
 
 
 def _config(pipeline, teacher, **overrides):
@@ -37,14 +38,20 @@ def test_prompts_name_one_or_two_classes_of_their_group(tiny_pipeline_dir, teach
 def test_a_flipped_image_has_mirrored_features_and_boxes():
     features = torch.zeros(2, 3, 4, 8)
     features[:, :, :, 0] = 1.0  # something at the left edge of both images
-    cache = grounding_train.FeatureCache([7, 9], [features])
+    cache = grounding_train.FeatureCache([7, 9], [features], evidence=features[:, :2].clone())
     assert cache.levels == ((4, 8, 3),)
     kept, flipped = cache.batch([9, 7], torch.tensor([False, True]))[0]
     assert kept.dtype == torch.float32 and (kept[:, :, 0] == 1).all() and (flipped[:, :, -1] == 1).all()
     assert flipped[:, :, :-1].abs().sum() == 0
+    evidence = cache.evidence_batch([9, 7], torch.tensor([False, True]), width=1)
+    assert evidence.shape == (2, 1, 4, 8) and (evidence[0, :, :, 0] == 1).all() and (evidence[1, :, :, -1] == 1).all()
+    assert cache.evidence[1, :, :, 0].eq(1).all()  # the cache itself is not flipped
     box = [[0.0, 2.0, 4.0, 6.0]]  # xyxy pixels of a 16 x 16 image
     plain, mirrored = (grounding_train._targets(box, [0], (16, 16), flip)["boxes"][0] for flip in (False, True))
     assert plain.tolist() == [0.125, 0.25, 0.25, 0.25] and mirrored.tolist() == [0.875, 0.25, 0.25, 0.25]
+    # the prompt named two classes, the pseudo-labels boxed the first only
+    assert grounding_train._targets(box, [0], (16, 16), named=2)["unlabelled"].tolist() == [1]
+    assert grounding_train._targets(box * 2, [1, 0], (16, 16), named=2)["unlabelled"].tolist() == []
 
 
 @pytest.mark.slow
@@ -122,3 +129,26 @@ def test_command_line_reports_bad_input_in_one_line(tiny_pipeline_dir, teacher, 
     result = runner.invoke(app, [*base, "--teacher", str(teacher), "--base", "ball"])
     assert result.exit_code == 2 and "learning_rate" in result.output
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_a_head_reading_class_evidence_trains_and_labels(tiny_pipeline_dir, teacher, tmp_path):
+    from synthscene.grounding.evidence import class_evidence
+    from synthscene.models.load import load_pipeline
+    from tests.test_grounding import _spec
+
+    config = _config(tiny_pipeline_dir, teacher, steps=4, ignore_unboxed_classes=True,
+                     head={"width": 16, "queries": 4, "layers": 1, "heads": 2, "class_evidence": True,
+                           "proposal_strides": 5.0})
+    run = train_grounding(config, tmp_path / "head", progress=False)
+    head = json.loads((run / "head.json").read_text())["head"]
+    assert head["class_evidence"] is True and head["proposal_strides"] == 5.0
+    # evidence: zero for an image naming one class; opposite for an image naming two
+    pipe = load_pipeline(str(tiny_pipeline_dir))
+    latents = torch.randn(2, pipe.unet.config.in_channels, 8, 8, generator=torch.Generator().manual_seed(0))
+    evidence = class_evidence(pipe, latents, [["ball"], ["ball", "leaf"]], [1, 2])
+    assert evidence.shape == (2, 2, 8, 8) and evidence[0].abs().sum() == 0
+    assert evidence[1].abs().sum() > 0 and torch.allclose(evidence[1, 0], -evidence[1, 1], atol=1e-3)
+    assert torch.equal(evidence, class_evidence(pipe, latents, [["ball"], ["ball", "leaf"]], [1, 2]))
+    samples = list(open_run(make_run(_spec(tiny_pipeline_dir, run, max_instances=3), tmp_path / "boxes")).samples())
+    assert len(samples) == 5 and all(set(s.instances.class_id.tolist()) <= set(s.class_ids) for s in samples)

@@ -42,6 +42,11 @@ class HeadConfig(BaseModel):
     layers: int = Field(3, ge=1)
     heads: int = Field(4, ge=1)
     groups: int = Field(8, ge=1)  # GroupNorm groups of the input projections
+    # read the generator's per-class evidence maps (``grounding.evidence``) as one more class term
+    class_evidence: bool = False
+    # proposal boxes' side in strides of their level's grid (Deformable DETR's 0.05 x 2^level is
+    # about 5 strides on 800 px COCO images); None: 0.05 x 2^level, as heads trained before
+    proposal_strides: float | None = Field(None, gt=0)
 
 
 def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -107,13 +112,17 @@ class GroundingHead(nn.Module):
         self.object_embedding = nn.Parameter(torch.randn(config.text_dim))
         # focal-loss prior: every query starts at probability 0.01 (RetinaNet)
         self.object_bias = nn.Parameter(torch.tensor(-math.log(99.0)))
+        if config.class_evidence:
+            # how much a unit of the generator's class evidence moves a logit, at memory tokens
+            # and at the queries' boxes
+            self.evidence_weight = nn.Parameter(torch.ones(2))
         for delta in (self.box_delta, self.proposal_delta):
             nn.init.zeros_(delta[-1].weight)
             nn.init.zeros_(delta[-1].bias)
 
     def memory(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """[B, N, width] tokens of every level, their positions and [N, 4] logit-space anchor
-        boxes (the token's centre, 0.05 x 2^level wide as Deformable DETR's proposals)."""
+        boxes (the token's centre, ``proposal_strides`` strides wide; see ``HeadConfig``)."""
         tokens, positions, anchors = [], [], []
         for level, (projection, feature) in enumerate(zip(self.inputs, features)):
             x = projection(feature)
@@ -124,28 +133,39 @@ class GroundingHead(nn.Module):
             position = sine_embedding(centres, self.config.width)
             tokens.append(x.flatten(2).transpose(1, 2))
             positions.append(position[None] + self.level_embedding[level])
-            anchors.append(inverse_sigmoid(torch.cat([centres, torch.full_like(centres, 0.05 * 2**level)], -1)))
+            strides = self.config.proposal_strides
+            side = torch.tensor([strides / w, strides / h]) if strides else torch.full((2,), 0.05 * 2**level)
+            anchors.append(inverse_sigmoid(torch.cat([centres, side.to(centres).expand_as(centres)], -1)))
         memory = torch.cat(tokens, 1)
         return memory, torch.cat(positions, 1).expand(memory.shape[0], -1, -1), torch.cat(anchors)
 
-    def forward(self, features: list[torch.Tensor], classes: torch.Tensor, class_mask: torch.Tensor) -> dict:
+    def forward(self, features: list[torch.Tensor], classes: torch.Tensor, class_mask: torch.Tensor,
+                evidence: torch.Tensor | None = None) -> dict:
         """
         Args:
             features: one [B, C_l, h_l, w_l] per level of ``config.levels``.
             classes: float [B, K, text_dim] class embeddings given to each image.
             class_mask: bool [B, K], True where the image has that class (padding False).
+            evidence: float [B, K, h, w] (``grounding.evidence.class_evidence``); required
+                by a head built with ``class_evidence``, refused by one without.
         Returns:
             {"logits": [L + 1, B, Q, K] (-inf where the class is not given), "boxes":
             [L + 1, B, Q, 4] normalised (cx, cy, w, h)}: the selected proposals, then one
             entry per decoder layer; the last is the output.
         """
         self.check(features)
+        if (evidence is not None) != self.config.class_evidence:
+            raise ValueError("this grounding head was built " + ("with" if self.config.class_evidence else "without")
+                             + " class evidence; give it " + ("" if self.config.class_evidence else "no ")
+                             + "evidence maps")
         memory, memory_pos, anchors = self.memory(features)
         text = self.text_projection(classes)
         batch, queries_count = memory.shape[0], self.config.queries
         # every token proposes a box; the queries start from the best-scoring ones
         proposed = self.proposal(memory)
         token_logits = self.class_logits(proposed, text, class_mask)
+        if evidence is not None:
+            token_logits = token_logits + self.evidence_weight[0] * self.token_evidence(evidence, features)
         top = token_logits.max(-1).values.topk(min(queries_count, memory.shape[1]), dim=1).indices  # [B, Q]
         chosen = proposed.gather(1, top[..., None].expand(-1, -1, proposed.shape[-1]))
         reference = anchors[top] + self.proposal_delta(chosen)  # logit space
@@ -159,7 +179,10 @@ class GroundingHead(nn.Module):
             queries = layer(queries, query_pos, text, padding, memory, memory_pos)
             reference = reference.detach() + self.box_delta(queries)
             boxes.append(reference.sigmoid())
-            logits.append(self.class_logits(queries, text, class_mask))
+            layer_logits = self.class_logits(queries, text, class_mask)
+            if evidence is not None:
+                layer_logits = layer_logits + self.evidence_weight[1] * box_evidence(evidence, boxes[-1].detach())
+            logits.append(layer_logits)
         return {"logits": torch.stack(logits), "boxes": torch.stack(boxes)}
 
     def class_logits(self, queries: torch.Tensor, text: torch.Tensor, class_mask: torch.Tensor) -> torch.Tensor:
@@ -174,11 +197,30 @@ class GroundingHead(nn.Module):
         score = objectness[..., None] + similarity - mean
         return score.masked_fill(~class_mask[:, None, :], float("-inf"))
 
+    @staticmethod
+    def token_evidence(evidence: torch.Tensor, features: list[torch.Tensor]) -> torch.Tensor:
+        """[B, N, K]: the evidence at every memory token (resampled to each level's grid)."""
+        import torch.nn.functional as F
+
+        return torch.cat([F.adaptive_avg_pool2d(evidence, f.shape[-2:]).flatten(2).transpose(1, 2)
+                          for f in features], 1)
+
     def check(self, features: list[torch.Tensor]) -> None:
         got = tuple((int(f.shape[-2]), int(f.shape[-1]), int(f.shape[1])) for f in features)
         if got != tuple(self.config.levels):
             raise ValueError(f"the grounding head was built for features {list(self.config.levels)} (h, w, "
                              f"channels), got {list(got)}: it belongs to another model or feature layout")
+
+
+def box_evidence(evidence: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """[B, Q, K]: the mean evidence [B, K, h, w] inside each normalised cxcywh box [B, Q, 4]."""
+    from torchvision.ops import box_convert, roi_align
+
+    height, width = evidence.shape[-2:]
+    scale = torch.tensor([width, height, width, height], dtype=evidence.dtype, device=evidence.device)
+    corners = box_convert(boxes, "cxcywh", "xyxy") * scale
+    pooled = roi_align(evidence, list(corners), output_size=2, sampling_ratio=2, aligned=True)  # [B*Q, K, 2, 2]
+    return pooled.mean((-2, -1)).unflatten(0, boxes.shape[:2])
 
 
 @torch.no_grad()

@@ -46,15 +46,23 @@ def match(logits: torch.Tensor, boxes: torch.Tensor, targets: list[dict], weight
 
 def set_loss(output: dict, class_mask: torch.Tensor, targets: list[dict], weights: LossWeights) -> dict:
     """Losses summed over the decoder layers (each matched on its own), normalised by the
-    number of target boxes; the terms are returned separately and as "loss"."""
+    number of target boxes; the terms are returned separately and as "loss".
+
+    A target may name ``"unlabelled"`` classes (indices into its image's K): classes the image
+    has but its pseudo-labeller boxed nowhere. They are left out of that image's focal loss,
+    neither positive nor negative: a teacher's miss must not teach the head that the object
+    is background."""
     count = max(1, sum(len(t["classes"]) for t in targets))
+    supervised = class_mask.clone()
+    for b, target in enumerate(targets):
+        supervised[b, target.get("unlabelled", torch.empty(0, dtype=torch.long))] = False
     total = {"focal": 0.0, "l1": 0.0, "giou": 0.0}
     for logits, boxes in zip(output["logits"], output["boxes"]):
         assignments = match(logits.detach(), boxes.detach(), targets, weights)
         labels = torch.zeros_like(logits)
         for b, (queries, columns) in enumerate(assignments):
             labels[b, queries, targets[b]["classes"][columns]] = 1.0
-        valid = class_mask[:, None, :].expand_as(logits)
+        valid = supervised[:, None, :].expand_as(logits)
         focal = sigmoid_focal_loss(logits[valid], labels[valid], weights.alpha, weights.gamma, reduction="sum")
         matched = torch.cat([boxes[b, q] for b, (q, _) in enumerate(assignments)])
         wanted = torch.cat([targets[b]["boxes"][c] for b, (_, c) in enumerate(assignments)])

@@ -9,10 +9,13 @@
    (``pseudo_labels.json``); images left without a box are dropped and counted;
 4. train the head on the last step's features, computed once per image from its latents
    by one guided denoiser call and kept in memory (float16; the denoiser is frozen, so they
-   never change), each batch image flipped left-right at random: base batches first; from
-   ``self_training_from`` of the schedule an EMA copy of the head (started there from the
-   trained weights) labels novel batches (score > ``novel_threshold``, prompt classes only,
-   images without a box dropped) and base and novel batches alternate. Checkpoints every
+   never change), and with ``head.class_evidence`` on the generator's evidence for each named
+   class (``grounding.evidence``), each batch image flipped left-right at random: base batches
+   first; from ``self_training_from`` of the schedule an EMA copy of the head (started there
+   from the trained weights) labels novel batches (score > ``novel_threshold``, prompt classes
+   only, images without a box dropped) and base and novel batches alternate. With
+   ``ignore_unboxed_classes`` a class an image's prompt names but its pseudo-labels box
+   nowhere is left out of that image's classification loss: its object is there. Checkpoints every
    ``checkpoint_every`` steps; a batch and its flips are drawn from (seed, step), so a
    resumed run trains exactly as an uninterrupted one;
 5. save ``head.safetensors`` (the trained weights), ``head_ema.safetensors`` (the EMA) and
@@ -49,6 +52,10 @@ class HeadSettings(BaseModel):
     queries: int = Field(30, ge=1)
     layers: int = Field(3, ge=1)
     heads: int = Field(4, ge=1)
+    # the generator's per-class denoising evidence as one more class term (``grounding.evidence``);
+    # off by default: it fixed classes in two-class images but did not raise box AP50 (README)
+    class_evidence: bool = False
+    proposal_strides: float | None = Field(None, gt=0)  # see HeadConfig
 
 
 class GroundingTrainConfig(BaseModel):
@@ -68,6 +75,10 @@ class GroundingTrainConfig(BaseModel):
     generation_batch: int = Field(16, ge=1)
     teacher_threshold: float = Field(0.8, ge=0, le=1)
     novel_threshold: float = Field(0.4, ge=0, le=1)
+    # a class the prompt names but the pseudo-labeller boxed nowhere in an image is left out of
+    # that image's classification loss, rather than taught as background (its object is there);
+    # off by default: measured, it did not raise box AP50 (README)
+    ignore_unboxed_classes: bool = False
     steps: int = Field(2000, ge=1)
     batch_size: int = Field(16, ge=1)
     learning_rate: float = Field(2e-4, gt=0)
@@ -318,8 +329,11 @@ def _class_inputs(embeddings: torch.Tensor, config: GroundingTrainConfig, batch:
     return classes, mask
 
 
-def _targets(boxes_xyxy: list, classes: list, size: tuple[int, int], flip: bool = False) -> dict:
-    """Normalised cxcywh targets of pixel xyxy boxes (mirrored when the image is flipped)."""
+def _targets(boxes_xyxy: list, classes: list, size: tuple[int, int], flip: bool = False,
+             named: int | None = None) -> dict:
+    """Normalised cxcywh targets of pixel xyxy boxes (mirrored when the image is flipped).
+    ``named``: how many classes the image's prompt names; those without a box are marked
+    ``"unlabelled"`` (left out of the classification loss, see ``set_loss``)."""
     from torchvision.ops import box_convert
 
     height, width = size
@@ -327,35 +341,49 @@ def _targets(boxes_xyxy: list, classes: list, size: tuple[int, int], flip: bool 
     boxes = box_convert(boxes, "xyxy", "cxcywh")
     if flip:
         boxes[:, 0] = 1 - boxes[:, 0]
-    return {"classes": torch.tensor(classes, dtype=torch.long), "boxes": boxes}
+    target = {"classes": torch.tensor(classes, dtype=torch.long), "boxes": boxes}
+    if named is not None:
+        target["unlabelled"] = torch.tensor([k for k in range(named) if k not in set(classes)], dtype=torch.long)
+    return target
 
 
 class FeatureCache:
     """The last step's features of the training images, computed once (the denoiser is
-    frozen) and kept as float16: 0.8 MB an image for the embedded model."""
+    frozen) and kept as float16: 0.8 MB an image for the embedded model; optionally their
+    class evidence maps (``grounding.evidence``, float32, 8 KB an image)."""
 
-    def __init__(self, indices: list[int], features: list[torch.Tensor]):
-        """``features``: one [N, C, h, w] per level, row r belonging to image ``indices[r]``."""
+    def __init__(self, indices: list[int], features: list[torch.Tensor], evidence: torch.Tensor | None = None):
+        """``features``: one [N, C, h, w] per level, row r belonging to image ``indices[r]``;
+        ``evidence``: [N, K, h, w] or None."""
         self.row = {index: row for row, index in enumerate(indices)}
         self.features = [f.half() for f in features]
+        self.evidence = evidence
         self.levels = tuple((int(f.shape[2]), int(f.shape[3]), int(f.shape[1])) for f in features)
 
     @classmethod
     def compute(cls, pipe, items: list[PromptItem], latents: torch.Tensor, timestep: int,
                 config: GroundingTrainConfig, progress: bool) -> FeatureCache:
+        from synthscene.grounding.evidence import class_evidence
         from synthscene.grounding.generate import last_step_features
+        from synthscene.models.tokens import attention_word
 
-        levels = None
+        levels, evidence = None, None
+        if config.head.class_evidence:
+            evidence = torch.zeros(len(items), max(len(i.classes) for i in items), *latents.shape[-2:])
         chunk = config.generation_batch
         for start in tqdm(range(0, len(items), chunk), desc="features", disable=not progress):
             part = items[start : start + chunk]
-            made = last_step_features(pipe, latents[[i.index for i in part]], timestep, [i.prompt for i in part],
-                                      config.guidance)
+            part_latents = latents[[i.index for i in part]]
+            made = last_step_features(pipe, part_latents, timestep, [i.prompt for i in part], config.guidance)
             if levels is None:
                 levels = [torch.empty((len(items), *f.shape[1:]), dtype=torch.float16) for f in made]
             for stored, feature in zip(levels, made):
                 stored[start : start + len(part)] = feature.half()
-        return cls([i.index for i in items], levels)
+            if evidence is not None:
+                maps = class_evidence(pipe, part_latents, [[attention_word(c) for c in i.classes] for i in part],
+                                      [i.seed for i in part])
+                evidence[start : start + len(part), : maps.shape[1]] = maps
+        return cls([i.index for i in items], levels, evidence)
 
     def batch(self, indices: list[int], flips: torch.Tensor) -> list[torch.Tensor]:
         """float32 [B, C, h, w] per level; images where ``flips`` is True mirrored left-right."""
@@ -367,17 +395,28 @@ class FeatureCache:
             out.append(feature)
         return out
 
+    def evidence_batch(self, indices: list[int], flips: torch.Tensor, width: int) -> torch.Tensor | None:
+        """[B, width, h, w] evidence of the images' first ``width`` classes (mirrored as
+        ``batch`` mirrors), or None."""
+        if self.evidence is None:
+            return None
+        evidence = self.evidence[[self.row[i] for i in indices], :width]
+        evidence[flips] = evidence[flips].flip(-1)
+        return evidence
 
-def _pseudo_targets(ema, features, classes, mask, threshold: float, size) -> list[dict | None]:
+
+def _pseudo_targets(ema, features, classes, mask, evidence, threshold: float, size,
+                    ignore_unboxed: bool) -> list[dict | None]:
     """The EMA head's boxes above ``threshold`` (class-wise NMS at IoU 0.5); None where an
     image has none."""
     from torchvision.ops import batched_nms
 
-    predictions = predict_boxes(ema(features, classes, mask), mask, size, threshold)
+    predictions = predict_boxes(ema(features, classes, mask, evidence), mask, size, threshold)
     targets = []
-    for p in predictions:
+    for p, named in zip(predictions, mask.sum(1).tolist()):
         keep = batched_nms(p["boxes"], p["scores"], p["classes"], 0.5)
-        targets.append(_targets(p["boxes"][keep].tolist(), p["classes"][keep].tolist(), size) if len(keep) else None)
+        targets.append(_targets(p["boxes"][keep].tolist(), p["classes"][keep].tolist(), size,
+                                named=named if ignore_unboxed else None) if len(keep) else None)
     return targets
 
 
@@ -416,19 +455,24 @@ def _train(pipe, config: GroundingTrainConfig, items, latents, timestep, labels,
         features = [f.to(device) for f in cache.batch([i.index for i in batch], flips)]
         classes, mask = _class_inputs(embeddings, config, batch)
         classes, mask = classes.to(device), mask.to(device)
+        evidence = cache.evidence_batch([i.index for i in batch], flips, mask.shape[1])
+        evidence = None if evidence is None else evidence.to(device)
         if use_novel:
             with torch.no_grad():
-                targets = _pseudo_targets(ema.module, features, classes, mask, config.novel_threshold, size)
+                targets = _pseudo_targets(ema.module, features, classes, mask, evidence, config.novel_threshold, size,
+                                          config.ignore_unboxed_classes)
             kept = [b for b, t in enumerate(targets) if t is not None]
             targets = [targets[b] for b in kept]
             features, classes, mask = [f[kept] for f in features], classes[kept], mask[kept]
+            evidence = None if evidence is None else evidence[kept]
         else:
-            targets = [_targets(labels[i.index]["boxes"], labels[i.index]["classes"], size, flip)
+            targets = [_targets(labels[i.index]["boxes"], labels[i.index]["classes"], size, flip,
+                                named=len(i.classes) if config.ignore_unboxed_classes else None)
                        for i, flip in zip(batch, flips.tolist())]
         row = {"step": step, "group": "novel" if use_novel else "base", "images": len(targets)}
         if targets:
             targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-            losses = set_loss(head(features, classes, mask), mask, targets, config.loss)
+            losses = set_loss(head(features, classes, mask, evidence), mask, targets, config.loss)
             optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
             torch.nn.utils.clip_grad_norm_(head.parameters(), config.grad_clip)

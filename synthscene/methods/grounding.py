@@ -4,7 +4,8 @@
 2. generate each batch, keeping the input latents of the last denoising step;
 3. one guided denoiser call on them gives the last step's features; the head (trained by
    ``synthscene train-grounding``) scores its queries against the embeddings of the classes
-   the prompt names, so base and novel classes are labelled alike;
+   the prompt names, so base and novel classes are labelled alike (a head trained with
+   ``class_evidence`` also reads the generator's denoising evidence for each named class);
 4. boxes above ``score_threshold`` after per-class NMS become box-only instances with their
    scores; optionally each box gets a mask (GrabCut inside the box, or SAM prompted by it).
 """
@@ -113,8 +114,15 @@ class Worker:
         for b, task in enumerate(tasks):
             classes[b, : len(task.class_ids)] = self.embeddings[list(task.class_ids)]
             mask[b, : len(task.class_ids)] = True
+        evidence = None
+        if self.head.config.class_evidence:
+            from synthscene.grounding.evidence import class_evidence
+            from synthscene.models.tokens import attention_word
+
+            evidence = class_evidence(self.pipe, made.latents, [[attention_word(w) for w in t.words] for t in tasks],
+                                      [t.seed for t in tasks]).to(self.pipe.device)
         with torch.no_grad():
-            output = self.head([f.to(self.pipe.device) for f in features], classes, mask)
+            output = self.head([f.to(self.pipe.device) for f in features], classes, mask, evidence)
         predictions = predict_boxes({k: v.cpu() for k, v in output.items()}, mask.cpu(), made.images.shape[1:3],
                                     self.spec.grounding.score_threshold)
         return [self._sample(task, image, p) for task, image, p in zip(tasks, made.images, predictions)]
